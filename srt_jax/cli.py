@@ -1,0 +1,48 @@
+"""The ``srt-jax`` command: parses arguments and delegates to the library.
+
+Each command group lives in ``srt_jax/commands/<group>.py`` and exposes
+``register(subparsers)``, which adds its parsers with a ``handler`` default. User errors
+(:class:`srt_jax.errors.SrtJaxError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from srt_jax import __version__
+from srt_jax.commands import COMMAND_GROUPS
+from srt_jax.errors import SrtJaxError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser of ``srt-jax``."""
+    parser = argparse.ArgumentParser(
+        prog="srt-jax",
+        description="Scaling-law experiments on sequential recommenders (JAX/Flax NNX).",
+    )
+    parser.add_argument("--version", action="version", version=f"srt-jax {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMAND_GROUPS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``srt-jax`` with ``argv`` (default: sys.argv[1:]); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.handler(args)
+    except SrtJaxError as err:
+        print(f"srt-jax: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("srt-jax: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

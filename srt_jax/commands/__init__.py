@@ -1,0 +1,5 @@
+"""Command groups of the ``srt-jax`` CLI, one module each (see srt_jax/cli.py)."""
+
+from srt_jax.commands import data
+
+COMMAND_GROUPS = (data.register,)
