@@ -59,16 +59,36 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_len >= 1, "data.max_len", self.max_len, "an integer >= 1")
-        _check(self.max_users is None or self.max_users >= 1, "data.max_users",
-               self.max_users, "null or an integer >= 1")
-        _check(0.0 <= self.heldout_users < 1.0, "data.heldout_users", self.heldout_users,
-               "a fraction in [0, 1)")
-        _check(self.stride is None or self.stride >= 1, "data.stride", self.stride,
-               "null (= max_len) or an integer >= 1")
-        _check(0.0 <= self.mixed_sliding_fraction <= 1.0, "data.mixed_sliding_fraction",
-               self.mixed_sliding_fraction, "a fraction in [0, 1]")
-        _check(self.recency_half_life > 0, "data.recency_half_life", self.recency_half_life,
-               "a positive number of interactions")
+        _check(
+            self.max_users is None or self.max_users >= 1,
+            "data.max_users",
+            self.max_users,
+            "null or an integer >= 1",
+        )
+        _check(
+            0.0 <= self.heldout_users < 1.0,
+            "data.heldout_users",
+            self.heldout_users,
+            "a fraction in [0, 1)",
+        )
+        _check(
+            self.stride is None or self.stride >= 1,
+            "data.stride",
+            self.stride,
+            "null (= max_len) or an integer >= 1",
+        )
+        _check(
+            0.0 <= self.mixed_sliding_fraction <= 1.0,
+            "data.mixed_sliding_fraction",
+            self.mixed_sliding_fraction,
+            "a fraction in [0, 1]",
+        )
+        _check(
+            self.recency_half_life > 0,
+            "data.recency_half_life",
+            self.recency_half_life,
+            "a positive number of interactions",
+        )
         _check(self.prefetch >= 0, "data.prefetch", self.prefetch, "an integer >= 0")
 
 
@@ -93,10 +113,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.d_model >= 1, "model.d_model", self.d_model, "an integer >= 1")
         _check(self.n_layers >= 0, "model.n_layers", self.n_layers, "an integer >= 0")
-        _check(self.n_heads >= 1 and self.d_model % self.n_heads == 0, "model.n_heads",
-               self.n_heads, f"a divisor of d_model={self.d_model}")
-        _check(self.d_ff is None or self.d_ff >= 1, "model.d_ff", self.d_ff,
-               "null or an integer >= 1")
+        _check(
+            self.n_heads >= 1 and self.d_model % self.n_heads == 0,
+            "model.n_heads",
+            self.n_heads,
+            f"a divisor of d_model={self.d_model}",
+        )
+        _check(
+            self.d_ff is None or self.d_ff >= 1, "model.d_ff", self.d_ff, "null or an integer >= 1"
+        )
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a rate in [0, 1)")
         _check(self.hash_buckets >= 2, "model.hash_buckets", self.hash_buckets, "an integer >= 2")
         _check(self.n_hashes >= 1, "model.n_hashes", self.n_hashes, "an integer >= 1")
@@ -134,31 +159,59 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        _check((self.tokens is None) != (self.epochs is None), "train.tokens/train.epochs",
-               (self.tokens, self.epochs), "exactly one of them set (the other null)")
-        _check(self.tokens is None or self.tokens >= 1, "train.tokens", self.tokens,
-               "an integer >= 1")
-        _check(self.epochs is None or self.epochs > 0, "train.epochs", self.epochs,
-               "a positive number")
-        _check(self.num_negatives >= 1, "train.num_negatives", self.num_negatives,
-               "an integer >= 1")
+        _check(
+            (self.tokens is None) != (self.epochs is None),
+            "train.tokens/train.epochs",
+            (self.tokens, self.epochs),
+            "exactly one of them set (the other null)",
+        )
+        _check(
+            self.tokens is None or self.tokens >= 1, "train.tokens", self.tokens, "an integer >= 1"
+        )
+        _check(
+            self.epochs is None or self.epochs > 0, "train.epochs", self.epochs, "a positive number"
+        )
+        _check(
+            self.num_negatives >= 1, "train.num_negatives", self.num_negatives, "an integer >= 1"
+        )
         _check(0.0 < self.gbce_t <= 1.0, "train.gbce_t", self.gbce_t, "a number in (0, 1]")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.learning_rate > 0, "train.learning_rate", self.learning_rate,
-               "a positive number")
-        _check(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction",
-               self.warmup_fraction, "a fraction in [0, 1)")
-        _check(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio", self.min_lr_ratio,
-               "a fraction in [0, 1]")
+        _check(
+            self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a positive number"
+        )
+        _check(
+            0.0 <= self.warmup_fraction < 1.0,
+            "train.warmup_fraction",
+            self.warmup_fraction,
+            "a fraction in [0, 1)",
+        )
+        _check(
+            0.0 <= self.min_lr_ratio <= 1.0,
+            "train.min_lr_ratio",
+            self.min_lr_ratio,
+            "a fraction in [0, 1]",
+        )
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
         _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a positive number")
-        _check(self.data_parallel is None or self.data_parallel >= 1, "train.data_parallel",
-               self.data_parallel, "null (all devices) or an integer >= 1")
+        _check(
+            self.data_parallel is None or self.data_parallel >= 1,
+            "train.data_parallel",
+            self.data_parallel,
+            "null (all devices) or an integer >= 1",
+        )
         _check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
-        _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every,
-               "an integer >= 1")
-        _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", self.keep_checkpoints,
-               "an integer >= 1")
+        _check(
+            self.checkpoint_every >= 1,
+            "train.checkpoint_every",
+            self.checkpoint_every,
+            "an integer >= 1",
+        )
+        _check(
+            self.keep_checkpoints >= 1,
+            "train.keep_checkpoints",
+            self.keep_checkpoints,
+            "an integer >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -172,13 +225,25 @@ class EvalConfig:
     heldout_stride: int | None = None
 
     def __post_init__(self) -> None:
-        _check(len(self.cutoffs) >= 1 and all(k >= 1 for k in self.cutoffs), "eval.cutoffs",
-               self.cutoffs, "a non-empty list of integers >= 1")
+        _check(
+            len(self.cutoffs) >= 1 and all(k >= 1 for k in self.cutoffs),
+            "eval.cutoffs",
+            self.cutoffs,
+            "a non-empty list of integers >= 1",
+        )
         _check(self.batch_users >= 1, "eval.batch_users", self.batch_users, "an integer >= 1")
-        _check(self.sampled_candidates is None or self.sampled_candidates >= 1,
-               "eval.sampled_candidates", self.sampled_candidates, "null or an integer >= 1")
-        _check(self.heldout_stride is None or self.heldout_stride >= 1, "eval.heldout_stride",
-               self.heldout_stride, "null (= data.max_len) or an integer >= 1")
+        _check(
+            self.sampled_candidates is None or self.sampled_candidates >= 1,
+            "eval.sampled_candidates",
+            self.sampled_candidates,
+            "null or an integer >= 1",
+        )
+        _check(
+            self.heldout_stride is None or self.heldout_stride >= 1,
+            "eval.heldout_stride",
+            self.heldout_stride,
+            "null (= data.max_len) or an integer >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -225,16 +290,21 @@ def from_dict(cls: type, raw: Mapping[str, Any] | None, *, where: str = "") -> A
     """
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where or 'config'} must be a mapping of keys to values, "
-                          f"got {type(raw).__name__}", key=where or None)
+        raise ConfigError(
+            f"{where or 'config'} must be a mapping of keys to values, got {type(raw).__name__}",
+            key=where or None,
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise ConfigError(f"unknown config key '{dotted}' (allowed in "
-                              f"{where or 'the top level'}: {', '.join(names)})", key=dotted)
+            raise ConfigError(
+                f"unknown config key '{dotted}' (allowed in "
+                f"{where or 'the top level'}: {', '.join(names)})",
+                key=dotted,
+            )
         kwargs[key] = _coerce(hints[key], value, dotted)
     return cls(**kwargs)
 
@@ -331,8 +401,7 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw, yaml_key_lines(text)
 
 
@@ -341,8 +410,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     result = json.loads(json.dumps(raw))
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is invalid: expected KEY=VALUE, "
-                              f"e.g. model.d_model=128")
+            raise ConfigError(
+                f"override {item!r} is invalid: expected KEY=VALUE, e.g. model.d_model=128"
+            )
         dotted, text = item.split("=", 1)
         keys = dotted.strip().split(".")
         try:
@@ -370,8 +440,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return build_config(RunConfig, raw, lines, source=None if path is None else str(path))
 
 
-def build_config(cls: type, raw: Mapping[str, Any], lines: Mapping[str, int],
-                 source: str | None) -> Any:
+def build_config(
+    cls: type, raw: Mapping[str, Any], lines: Mapping[str, int], source: str | None
+) -> Any:
     """``from_dict`` whose errors are prefixed with ``source:line:`` of the offending key."""
     try:
         return from_dict(cls, raw)

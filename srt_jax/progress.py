@@ -12,8 +12,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-def progress_bar(total: float | None, desc: str, unit: str = "it", *,
-                 log_interval_s: float = 30.0, disable: bool = False, **kwargs: Any) -> tqdm:
+def progress_bar(
+    total: float | None,
+    desc: str,
+    unit: str = "it",
+    *,
+    log_interval_s: float = 30.0,
+    disable: bool = False,
+    **kwargs: Any,
+) -> tqdm:
     """A tqdm progress bar over ``total`` units (None when unknown), rate and ETA shown."""
     interactive = sys.stderr.isatty()
     return tqdm(

@@ -36,8 +36,14 @@ import numpy as np
 from srt_jax.errors import DataError
 
 FORMAT_VERSION = 1
-REQUIRED_FILES = ("items.npy", "timestamps.npy", "offsets.npy", "item_ids.npy", "user_ids.npy",
-                  "meta.json")
+REQUIRED_FILES = (
+    "items.npy",
+    "timestamps.npy",
+    "offsets.npy",
+    "item_ids.npy",
+    "user_ids.npy",
+    "meta.json",
+)
 _CHECKSUM_CHUNK = 1 << 24
 
 
@@ -72,8 +78,10 @@ class SequenceStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
-            raise DataError(f"sequence store not found: {self.path} (make one with "
-                            f"`srt-jax data prepare` or `srt-jax data synth`)")
+            raise DataError(
+                f"sequence store not found: {self.path} (make one with "
+                f"`srt-jax data prepare` or `srt-jax data synth`)"
+            )
         missing = [name for name in REQUIRED_FILES if not (self.path / name).is_file()]
         if missing:
             raise DataError(f"{self.path} is not a sequence store: missing {', '.join(missing)}")
@@ -83,8 +91,10 @@ class SequenceStore:
             raise DataError(f"{self.path / 'meta.json'}: not valid JSON: {err}") from None
         version = self.meta.get("format_version")
         if version != FORMAT_VERSION:
-            raise DataError(f"{self.path}: store format version {version!r} is not supported "
-                            f"(this srt-jax reads version {FORMAT_VERSION}); prepare it again")
+            raise DataError(
+                f"{self.path}: store format version {version!r} is not supported "
+                f"(this srt-jax reads version {FORMAT_VERSION}); prepare it again"
+            )
         self.items = self._load("items.npy", np.int32)
         self.timestamps = self._load("timestamps.npy", np.int64)
         self.offsets = np.asarray(self._load("offsets.npy", np.int64))
@@ -98,22 +108,28 @@ class SequenceStore:
         except (ValueError, OSError) as err:
             raise DataError(f"{self.path / name}: cannot read as .npy: {err}") from None
         if array.dtype != dtype or array.ndim != 1:
-            raise DataError(f"{self.path / name}: expected a 1-D {np.dtype(dtype).name} array, "
-                            f"got {array.ndim}-D {array.dtype}")
+            raise DataError(
+                f"{self.path / name}: expected a 1-D {np.dtype(dtype).name} array, "
+                f"got {array.ndim}-D {array.dtype}"
+            )
         return array
 
     def _check_shapes(self) -> None:
         n = len(self.items)
         off = self.offsets
         if len(off) < 1 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
-            raise DataError(f"{self.path / 'offsets.npy'}: offsets must start at 0, never "
-                            f"decrease and end at len(items) = {n}")
+            raise DataError(
+                f"{self.path / 'offsets.npy'}: offsets must start at 0, never "
+                f"decrease and end at len(items) = {n}"
+            )
         if len(self.timestamps) != n or (self.ratings is not None and len(self.ratings) != n):
             raise DataError(f"{self.path}: items, timestamps and ratings differ in length")
         for key, value in (("n_users", self.n_users), ("n_interactions", n)):
             if self.meta.get(key) != value:
-                raise DataError(f"{self.path / 'meta.json'}: {key} = {self.meta.get(key)} but "
-                                f"the arrays hold {value}")
+                raise DataError(
+                    f"{self.path / 'meta.json'}: {key} = {self.meta.get(key)} but "
+                    f"the arrays hold {value}"
+                )
 
     @property
     def n_users(self) -> int:
@@ -135,7 +151,7 @@ class SequenceStore:
 
     def history(self, user: int) -> np.ndarray:
         """int32 [len]: user ``user``'s item indices in time order (a memmap view)."""
-        return self.items[self.offsets[user]:self.offsets[user + 1]]
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
 
     def item_ids(self) -> np.ndarray:
         """[n_items + 1] original item ids (entry 0 is the padding sentinel)."""
@@ -155,14 +171,21 @@ def array_checksum(items: np.ndarray, offsets: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in (items, offsets):
         for start in range(0, len(array), _CHECKSUM_CHUNK):
-            digest.update(np.ascontiguousarray(array[start:start + _CHECKSUM_CHUNK]).tobytes())
+            digest.update(np.ascontiguousarray(array[start : start + _CHECKSUM_CHUNK]).tobytes())
     return digest.hexdigest()
 
 
 @contextlib.contextmanager
-def create_store(path: str | Path, n_users: int, n_interactions: int, n_items: int,
-                 meta: Mapping[str, Any], *, with_ratings: bool = False,
-                 overwrite: bool = False) -> Iterator[StoreArrays]:
+def create_store(
+    path: str | Path,
+    n_users: int,
+    n_interactions: int,
+    n_items: int,
+    meta: Mapping[str, Any],
+    *,
+    with_ratings: bool = False,
+    overwrite: bool = False,
+) -> Iterator[StoreArrays]:
     """Build a store in a temporary sibling directory; rename it into place on success.
 
     The caller fills the yielded :class:`StoreArrays`. If the block raises, nothing is left
@@ -181,6 +204,7 @@ def create_store(path: str | Path, n_users: int, n_interactions: int, n_items: i
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+
         def alloc(name: str, dtype: type, size: int) -> np.memmap:
             return np.lib.format.open_memmap(tmp / name, mode="w+", dtype=dtype, shape=(size,))
 
@@ -198,13 +222,21 @@ def create_store(path: str | Path, n_users: int, n_interactions: int, n_items: i
         raise
 
 
-def _finish(tmp: Path, arrays: StoreArrays, n_users: int, n_interactions: int, n_items: int,
-            meta: Mapping[str, Any]) -> None:
+def _finish(
+    tmp: Path,
+    arrays: StoreArrays,
+    n_users: int,
+    n_interactions: int,
+    n_items: int,
+    meta: Mapping[str, Any],
+) -> None:
     if arrays.item_ids is None or arrays.user_ids is None:
         raise ValueError("create_store: set item_ids and user_ids before the block ends")
     if len(arrays.item_ids) != n_items + 1 or len(arrays.user_ids) != n_users:
-        raise ValueError(f"create_store: item_ids must have n_items + 1 = {n_items + 1} entries "
-                         f"and user_ids n_users = {n_users}")
+        raise ValueError(
+            f"create_store: item_ids must have n_items + 1 = {n_items + 1} entries "
+            f"and user_ids n_users = {n_users}"
+        )
     for array in (arrays.items, arrays.timestamps, arrays.offsets, arrays.ratings):
         if array is not None:
             array.flush()
@@ -238,10 +270,18 @@ def _replace_dir(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_store(path: str | Path, items: np.ndarray, timestamps: np.ndarray,
-                offsets: np.ndarray, item_ids: np.ndarray, user_ids: np.ndarray,
-                meta: Mapping[str, Any], *, ratings: np.ndarray | None = None,
-                overwrite: bool = False) -> SequenceStore:
+def write_store(
+    path: str | Path,
+    items: np.ndarray,
+    timestamps: np.ndarray,
+    offsets: np.ndarray,
+    item_ids: np.ndarray,
+    user_ids: np.ndarray,
+    meta: Mapping[str, Any],
+    *,
+    ratings: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> SequenceStore:
     """Write in-memory arrays as a store (atomically) and open it.
 
     Args:
@@ -256,8 +296,15 @@ def write_store(path: str | Path, items: np.ndarray, timestamps: np.ndarray,
     n_items = len(item_ids) - 1
     if len(items) and (int(np.min(items)) < 1 or int(np.max(items)) > n_items):
         raise ValueError(f"write_store: items must lie in 1..{n_items}")
-    with create_store(path, len(offsets) - 1, len(items), n_items, meta,
-                      with_ratings=ratings is not None, overwrite=overwrite) as arrays:
+    with create_store(
+        path,
+        len(offsets) - 1,
+        len(items),
+        n_items,
+        meta,
+        with_ratings=ratings is not None,
+        overwrite=overwrite,
+    ) as arrays:
         arrays.items[:] = items
         arrays.timestamps[:] = timestamps
         arrays.offsets[:] = offsets
