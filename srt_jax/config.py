@@ -49,6 +49,8 @@ class DataConfig:
     max_users: int | None = None
     heldout_users: float = 0.1
     split_seed: int = 0
+    split: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    temporal_cutoff_quantile: float = 0.9
     sampler: SamplerMode = "sliding"
     stride: int | None = None
     mixed_by: Literal["batch", "epoch"] = "batch"
@@ -70,6 +72,12 @@ class DataConfig:
             "data.heldout_users",
             self.heldout_users,
             "a fraction in [0, 1)",
+        )
+        _check(
+            0.0 < self.temporal_cutoff_quantile < 1.0,
+            "data.temporal_cutoff_quantile",
+            self.temporal_cutoff_quantile,
+            "a quantile in (0, 1) of the interaction timestamps",
         )
         _check(
             self.stride is None or self.stride >= 1,
