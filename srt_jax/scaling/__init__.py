@@ -1,0 +1,15 @@
+"""Scaling-law analysis: load results, fit laws with uncertainty, plot and report.
+
+Modules, one job each:
+
+- ``points``: the table of runs (N total / non-embedding, D, C, loss, metrics, curves);
+  ``loaders`` and ``mlflow_sqlite``: importers that build it.
+- ``laws``: law forms and the compute-optimal algebra; ``objective``: Huber objectives on
+  log residuals with gradients; ``lbfgs``: L-BFGS-B runs on them.
+- ``approach3`` (summed Huber, variable projection), ``approach1`` (curve envelope),
+  ``approach2`` (IsoFLOP profiles), ``kaplan`` and ``frontier`` (alternative laws).
+- ``bootstrap`` (resampling runs), ``identifiability``, ``predict`` (held-out check,
+  bootstrap bands).
+- ``analysis`` (every fit of one source), ``plots`` (figures), ``report`` (fit.json,
+  figures and report.md). The CLI entry is ``srt_jax.commands.fit``.
+"""

@@ -1,0 +1,217 @@
+"""``srt-jax fit``: fit scaling laws to results and write fit.json, figures and report.md."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
+from srt_jax.scaling.loaders import ColumnNames, load_points
+from srt_jax.scaling.mlflow_sqlite import MlflowNames
+from srt_jax.scaling.report import HEADLINE, PREDICTED, write_results
+
+FORMATS = ("auto", "runs", "export", "csv", "mlflow")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``fit`` command."""
+    fit = subparsers.add_parser(
+        "fit",
+        help="fit scaling laws (approaches 1/2/3, bootstrap) and plot them",
+        description="Load results (run directories, a sweep export, a CSV table or an MLflow "
+        "SQLite database), fit L(N, D) = E + A/N^alpha + B/D^beta by summed Huber loss with "
+        "bootstrap intervals, approaches 1 and 2 where curves or IsoFLOP groups allow, a "
+        "held-out check and alternative laws; write fit.json, PNG+SVG figures and report.md.",
+    )
+    fit.add_argument("source", metavar="SOURCE", help="results file or directory")
+    fit.add_argument("--out", help="output directory (default ./fit-<SOURCE name>)")
+    fit.add_argument(
+        "--format",
+        "--loader",
+        dest="fmt",
+        default="auto",
+        choices=FORMATS,
+        help="how to read SOURCE (default auto: from its name and layout)",
+    )
+    fit.add_argument(
+        "--params",
+        default="total",
+        choices=("total", "non_embedding"),
+        help="which parameter count is N (default total)",
+    )
+    fit.add_argument(
+        "--target-compute",
+        type=_positive_float,
+        help="FLOPs at which to predict N*, D* and the loss (default 10x the largest run)",
+    )
+    fit.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=1000,
+        help="bootstrap resamples of whole runs (default 1000; 0 for none)",
+    )
+    fit.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    fit.add_argument(
+        "--flops-per-param-token",
+        type=_positive_float,
+        help="k in C = k N D (default: median C/(N D) of the runs; a table with only one of "
+        "D and C is completed with 6 unless given)",
+    )
+    fit.add_argument(
+        "--huber-delta", type=_positive_float, default=1e-3, help="Huber threshold (1e-3)"
+    )
+    fit.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.1,
+        help="share of the largest-compute runs held out to check predictions (0.1; 0: off)",
+    )
+    fit.add_argument(
+        "--loss-at",
+        choices=("final", "best"),
+        default="final",
+        help="take each run's loss at the end of training or at its lowest evaluation",
+    )
+    fit.add_argument(
+        "--exclude-highest-loss",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="drop the K runs with the highest loss (Epoch AI's Chinchilla refit drops 5)",
+    )
+    fit.add_argument(
+        "--isoflop-budgets",
+        type=_float_list,
+        help="comma-separated FLOP budgets for approach 2 (default: 8 log-spaced)",
+    )
+    columns = fit.add_argument_group("columns of a plain table (--format csv)")
+    defaults = ColumnNames()
+    for name in ("n", "d", "c", "loss", "run_id", "n_non_embedding"):
+        columns.add_argument(
+            f"--{name.replace('_', '-')}-col",
+            dest=f"col_{name}",
+            default=getattr(defaults, name),
+            help=f"default {getattr(defaults, name)!r}",
+        )
+    mlflow = fit.add_argument_group("MLflow names (--format mlflow)")
+    mlflow_defaults = MlflowNames()
+    mlflow.add_argument("--mlflow-experiment", help="experiment name or id (default: all)")
+    for name, text in (
+        ("n_total", "parameter holding the total parameter count"),
+        ("n_non_embedding", "parameter holding the non-embedding count"),
+        ("compute", "parameter holding FLOPs (see --mlflow-compute-unit)"),
+        ("data_size", "parameter holding interactions per epoch"),
+        ("batch_size", "parameter holding sequences per batch"),
+        ("loss", "metric holding the held-out loss"),
+        ("fallback_loss", "metric used when the loss metric is absent"),
+        ("metric_prefix", "prefix of ranking metrics to import"),
+    ):
+        mlflow.add_argument(
+            f"--mlflow-{name.replace('_', '-')}",
+            dest=f"mlflow_{name}",
+            default=getattr(mlflow_defaults, name),
+            help=f"{text} (default {getattr(mlflow_defaults, name)!r})",
+        )
+    mlflow.add_argument(
+        "--mlflow-where",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="PARAM=VALUE",
+        help="keep only runs with this parameter value (repeatable), e.g. nce_num_negatives=100",
+    )
+    mlflow.add_argument(
+        "--mlflow-compute-unit",
+        choices=("batch", "run"),
+        default=mlflow_defaults.compute_unit,
+        help="the compute parameter counts one training batch (SRT) or the whole run",
+    )
+    fit.set_defaults(handler=run_fit)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    """Load, analyse, write; print the headline numbers."""
+    points = load_points(
+        args.source,
+        fmt=args.fmt,
+        columns=ColumnNames(
+            **{name: getattr(args, f"col_{name}") for name in ColumnNames.__dataclass_fields__}
+        ),
+        mlflow=MlflowNames(
+            experiment=args.mlflow_experiment,
+            compute_unit=args.mlflow_compute_unit,
+            where=tuple(args.mlflow_where),
+            **{
+                name: getattr(args, f"mlflow_{name}")
+                for name in MlflowNames.__dataclass_fields__
+                if name not in ("experiment", "compute_unit", "where")
+            },
+        ),
+        flops_per_param_token=args.flops_per_param_token or 6.0,
+    )
+    if args.loss_at == "best":
+        points = points.at_best_checkpoint()
+    points = points.without_highest_loss(args.exclude_highest_loss)
+    options = FitOptions(
+        params=args.params,
+        target_compute=args.target_compute,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        delta=args.huber_delta,
+        flops_per_param_token=args.flops_per_param_token,
+        holdout_fraction=args.holdout_fraction,
+        isoflop_budgets=args.isoflop_budgets,
+    )
+    report = analyse(points, options)
+    out = Path(args.out) if args.out else Path(f"fit-{Path(args.source).name.split('.')[0]}")
+    written = write_results(report, out)
+    print(summary_table(report))
+    print(f"wrote {len(written)} files to {out}")
+    return 0
+
+
+def summary_table(report: FitReport) -> str:
+    """Plain-text table of the headline estimates and predictions with intervals."""
+    estimates = law_estimates(report.fit, report.k, report.target_compute)
+    intervals = report.bootstrap.summary() if report.bootstrap is not None else {}
+    rows = [f"{'quantity':<16}{'estimate':>14}{'95% interval':>32}"]
+    for name in (*HEADLINE, *PREDICTED):
+        lo, hi = intervals.get(name, {}).get("interval", (float("nan"), float("nan")))
+        rows.append(f"{name:<16}{estimates[name]:>14.5g}{f'[{lo:.5g}, {hi:.5g}]':>32}")
+    rows.append(
+        f"objective {report.fit.objective:.6g} (summed Huber, {report.fit.n_points} points), "
+        f"converged {report.fit.converged}, k = {report.k:.4g}, "
+        f"target C = {report.target_compute:.4g}"
+    )
+    return "\n".join(rows)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    return tuple(_positive_float(part) for part in text.split(",") if part.strip())
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PARAM=VALUE")
+    return key, value

@@ -1,0 +1,213 @@
+"""Writing a fit: ``fit.json``, the figures (PNG + SVG) and ``report.md`` that shows them.
+
+Everything is written into a staging directory beside the output directory and moved into
+place only when all of it succeeded, so a failed run leaves no half-written result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from srt_jax import __version__
+from srt_jax.scaling.analysis import FitReport, law_estimates
+from srt_jax.scaling.plots import Figure, draw_all
+
+LAW_FORM = "L(N, D) = E + A / N^alpha + B / D^beta"
+HEADLINE = ("alpha", "beta", "E", "A", "B", "a", "b", "G")
+PREDICTED = ("N_opt", "D_opt", "loss_at_target")
+
+
+def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
+    """The content of fit.json (JSON-ready; NaN and infinities become null)."""
+    fit, points = report.fit, report.points
+    estimates = law_estimates(fit, report.k, report.target_compute)
+    intervals = report.bootstrap.summary() if report.bootstrap is not None else {}
+    fitted = fit.law.loss(report.n, points.tokens)
+    record = {
+        "srt_jax_version": __version__,
+        "source": points.source,
+        "notes": list(points.notes),
+        "law": LAW_FORM,
+        "params_kind": report.options.params,
+        **{name: estimates[name] for name in HEADLINE},
+        "intervals": {name: value["interval"] for name, value in intervals.items()},
+        "bootstrap": {
+            "resamples": report.options.bootstrap,
+            "seed": report.options.seed,
+            "level": 0.95,
+            "method": "percentile, resampling whole runs",
+            "estimates": intervals,
+        },
+        "objective": {
+            "value": fit.objective,
+            "form": f"sum over points of Huber(delta={fit.delta:g}) of log(L_hat) - log(L)",
+            "points": fit.n_points,
+        },
+        "convergence": fit.convergence(),
+        "identifiability": report.identifiability,
+        "flops_per_param_token": {
+            "k": report.k,
+            "derived": report.k_derived,
+            "how": "median of C / (N D) over the runs"
+            if report.k_derived
+            else "given by --flops-per-param-token",
+        },
+        "predictions": {
+            "target_compute": report.target_compute,
+            **{name: estimates[name] for name in PREDICTED},
+            "intervals": {
+                name: intervals[name]["interval"] for name in PREDICTED if name in intervals
+            },
+        },
+        "approach1": report.approach1.summary() if report.approach1 is not None else None,
+        "approach2": report.approach2.summary() if report.approach2 is not None else None,
+        "holdout": report.holdout,
+        "alternatives": report.alternatives,
+        "not_applicable": report.not_applicable,
+        "points_used": {
+            "count": len(points),
+            "runs": [
+                {
+                    "run_id": str(points.run_id[i]),
+                    "N": float(report.n[i]),
+                    "D": float(points.tokens[i]),
+                    "C": float(points.compute[i]),
+                    "loss": float(points.loss[i]),
+                    "fitted": float(fitted[i]),
+                }
+                for i in range(len(points))
+            ],
+        },
+        "figures": {f.name: [p.name for p in f.files] for f in figures},
+    }
+    return _json_ready(record)
+
+
+def write_results(report: FitReport, out_dir: Path) -> list[Path]:
+    """Write fit.json, the figures and report.md into ``out_dir``; return the written paths."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        figures = draw_all(report, staging)
+        record = fit_record(report, figures)
+        (staging / "fit.json").write_text(json.dumps(record, indent=1) + "\n")
+        (staging / "report.md").write_text(report_markdown(report, record, figures))
+        out_dir.mkdir(exist_ok=True)
+        written = []
+        for path in sorted(staging.iterdir()):
+            path.replace(out_dir / path.name)
+            written.append(out_dir / path.name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> str:
+    """A Markdown page: the headline table, predictions, checks and every figure."""
+    intervals = record["intervals"]
+    lines = [
+        "# Scaling-law fit",
+        "",
+        f"Source: `{record['source']}` ({record['points_used']['count']} runs, "
+        f"N = {record['params_kind']} parameters).",
+        *[f"- {note}" for note in record["notes"]],
+        "",
+        f"## Law (approach 3): {LAW_FORM}",
+        "",
+        "| parameter | estimate | 95% interval |",
+        "| --- | --- | --- |",
+        *[
+            f"| {name} | {_fmt(record[name])} | {_fmt_interval(intervals.get(name))} |"
+            for name in HEADLINE
+        ],
+        "",
+        f"Objective {record['objective']['form']}: {record['objective']['value']:.6g} over "
+        f"{record['objective']['points']} points; converged: "
+        f"{record['convergence']['converged']}.",
+        "",
+        "Flatness (relative rise of the objective with the parameter fixed, others refitted): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{k} {v:+.2%}" for k, v in rises.items())
+            for name, rises in report.identifiability["profile_relative_objective_rise"].items()
+        )
+        + ".",
+        "",
+        f"## Compute-optimal allocation at C = {_fmt(report.target_compute)} FLOPs",
+        "",
+        f"k = {_fmt(report.k)} FLOPs per parameter-token "
+        f"({record['flops_per_param_token']['how']}).",
+        "",
+        "| quantity | estimate | 95% interval |",
+        "| --- | --- | --- |",
+        *[
+            f"| {name} | {_fmt(record['predictions'][name])} | "
+            f"{_fmt_interval(record['predictions']['intervals'].get(name))} |"
+            for name in PREDICTED
+        ],
+        "",
+        "## Other estimates of a and b",
+        "",
+        *[
+            f"- {name}: "
+            + (
+                f"a = {_fmt(record[name]['a'])} {_fmt_interval(intervals.get(f'{name}_a'))}, "
+                f"b = {_fmt(record[name]['b'])} {_fmt_interval(intervals.get(f'{name}_b'))}"
+                if record[name] is not None and record[name]["a"] is not None
+                else f"not available ({report.not_applicable.get(name, 'no trusted minima')})"
+            )
+            for name in ("approach1", "approach2")
+        ],
+        "",
+        "## Held-out check",
+        "",
+        _holdout_line(report.holdout),
+        "",
+        "## Figures",
+        "",
+    ]
+    for figure in figures:
+        caption = figure.caption.replace("*", r"\*")  # N*, L* inside an italic caption
+        lines += [f"![{figure.name}]({figure.files[0].name})", "", f"*{caption}*", ""]
+    return "\n".join(lines)
+
+
+def _holdout_line(holdout: dict) -> str:
+    if "skipped" in holdout:
+        return f"Skipped: {holdout['skipped']}."
+    return (
+        f"Refitted without the {holdout['held_out_runs']} largest-compute runs "
+        f"(C >= {_fmt(holdout['compute_from'])}): mean |relative error| "
+        f"{holdout['mean_abs_relative_error']:.2%}, max {holdout['max_abs_relative_error']:.2%}."
+    )
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _fmt_interval(interval) -> str:
+    if interval is None or any(v is None for v in interval):
+        return "n/a"
+    return f"[{interval[0]:.4g}, {interval[1]:.4g}]"
+
+
+def _json_ready(value):
+    """Convert numpy scalars/arrays to Python, non-finite floats to None, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
