@@ -182,6 +182,12 @@ class TrainConfig:
         _check(
             self.num_negatives >= 1, "train.num_negatives", self.num_negatives, "an integer >= 1"
         )
+        _check(
+            not (self.loss == "gbce" and self.negatives == "popularity"),
+            "train.negatives",
+            self.negatives,
+            "'uniform' with train.loss = 'gbce' (its calibration assumes uniform negatives)",
+        )
         _check(0.0 < self.gbce_t <= 1.0, "train.gbce_t", self.gbce_t, "a number in (0, 1]")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         _check(

@@ -1,0 +1,112 @@
+"""Parameter counts and analytic training FLOPs.
+
+**Parameters** are counted from the model's real parameter tree (``nnx.state(model,
+nnx.Param)``). Rule: *embedding* parameters are the :class:`EmbeddingParam` tables — item
+tables (the input table and, when untied, the output table; ID rows or hashed buckets) and
+the learned position table; every other parameter (attention and feed-forward kernels and
+biases, LayerNorm scales and biases) is *non-embedding*.
+
+**FLOPs** are counted per computed position (one row of ``inputs_BxL``) for the forward
+pass, 2 per multiply-accumulate, and training is forward x 3. Only matmuls and the sums of
+hashed buckets are counted; lookups, residual adds, norms, softmax and activations are not
+(that is why XLA's own count, which includes them, is a few percent higher). Multiply by the
+number of trained target positions to get a run's training FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+from flax import nnx
+
+from srt_jax.config import ModelConfig, TrainConfig
+from srt_jax.models.item_encoders import EmbeddingParam
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Numbers of scalar parameters."""
+
+    total: int
+    embedding: int
+    non_embedding: int
+
+
+def _size(state: nnx.State) -> int:
+    return sum(int(leaf.size) for leaf in jax.tree.leaves(state))
+
+
+def count_params(model: nnx.Module) -> ParamCounts:
+    """Total / embedding / non-embedding parameters of ``model`` (see the module docstring).
+
+    Works on abstract models too (``nnx.eval_shape(lambda: build_model(...))``).
+    """
+    total = _size(nnx.state(model, nnx.Param))
+    embedding = _size(nnx.state(model, EmbeddingParam))
+    return ParamCounts(total=total, embedding=embedding, non_embedding=total - embedding)
+
+
+@dataclass(frozen=True)
+class FlopsBreakdown:
+    """Forward FLOPs per computed position, by part.
+
+    Attributes:
+      backbone: QKV and output projections and the feed-forward matmuls, all layers.
+      attention: scores ``Q K^T`` and ``A V`` over the full ``max_len`` keys, all layers.
+      embedding: sums of hashed buckets — the inputs', and the output table's built once per
+        step and spread over the step's ``batch_size x max_len`` positions (0 for ID tables).
+      output: scoring the candidates of the loss used: n_items rows (full softmax), K + 1
+        (sampled softmax, gBCE) or 2 (BCE).
+    """
+
+    backbone: float
+    attention: float
+    embedding: float
+    output: float
+
+    @property
+    def forward(self) -> float:
+        """Forward FLOPs per position."""
+        return self.backbone + self.attention + self.embedding + self.output
+
+    @property
+    def total(self) -> float:
+        """Training FLOPs per position: forward x 3 (backward = 2 x forward)."""
+        return 3.0 * self.forward
+
+
+def output_candidates(train_cfg: TrainConfig, n_items: int) -> int:
+    """Number of items the loss scores per position."""
+    return {
+        "full_softmax": n_items,
+        "sampled_softmax": train_cfg.num_negatives + 1,
+        "gbce": train_cfg.num_negatives + 1,
+        "bce": 2,
+    }[train_cfg.loss]
+
+
+def flops_per_token(
+    model_cfg: ModelConfig, n_items: int, max_len: int, train_cfg: TrainConfig
+) -> FlopsBreakdown:
+    """Analytic forward FLOPs per position of the transformer trained with ``train_cfg``."""
+    d, L = model_cfg.d_model, max_len
+    d_ff = model_cfg.d_ff or 4 * d
+    per_layer_matmuls = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * d_ff
+    per_layer_attention = 2 * 2 * L * d
+    embedding = 0.0
+    if model_cfg.item_encoder == "hashed":
+        bucket_sums = (model_cfg.n_hashes - 1) * d
+        positions_per_step = train_cfg.batch_size * L
+        embedding = bucket_sums * (1 + (n_items + 1) / positions_per_step)
+    return FlopsBreakdown(
+        backbone=float(model_cfg.n_layers * per_layer_matmuls),
+        attention=float(model_cfg.n_layers * per_layer_attention),
+        embedding=float(embedding),
+        output=float(2 * d * output_candidates(train_cfg, n_items)),
+    )
+
+
+def six_n_d(n_params: int, tokens: float) -> float:
+    """Kaplan et al.'s ``6 N D`` training-compute estimate, reported beside the analytic count."""
+    return 6.0 * n_params * tokens

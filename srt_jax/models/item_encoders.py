@@ -1,0 +1,103 @@
+"""Item encoders: map item indices (0 = padding, 1..n_items = items) to vectors.
+
+Two encoders share one interface, ``encoder(ids_...) -> emb_...xD`` and
+``encoder.table() -> table_VxD`` (V = n_items + 1, row 0 = padding):
+
+* :class:`IdEncoder` — one learned row per item (SASRec's item table).
+* :class:`HashedEncoder` — ``n_hashes`` fixed hash functions map each item into one shared
+  table of ``hash_buckets`` rows; an item's vector is the **sum** of its buckets' rows, so the
+  parameter count does not depend on the catalog size (the "hashing trick" of Weinberger et
+  al. 2009 with k hashes, as in Svenstrup et al. 2017 without importance weights).
+
+Every parameter of an encoder is an :class:`EmbeddingParam`, which is how parameter counting
+and weight-decay masks tell embedding parameters from the rest.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from srt_jax.config import ModelConfig
+
+EMBEDDING_INIT = nnx.initializers.normal(stddev=0.02)
+
+# Multiply-add hashing constants: hash i uses a_i = (GOLDEN * (2i + 1)) mod 2^32 (odd, so
+# x -> a_i * x is a bijection mod 2^32) and b_i = (MIX * (i + 1)) mod 2^32.
+_GOLDEN = 0x9E3779B1
+_MIX = 0x85EBCA6B
+_DROPPED_LOW_BITS = 8
+
+
+class EmbeddingParam(nnx.Param):
+    """A parameter that is an embedding table (items, hashed buckets or positions)."""
+
+
+def hash_buckets_of(ids_N: jax.Array, n_hashes: int, n_buckets: int) -> jax.Array:
+    """The fixed bucket indices of item indices, computable inside ``jit``.
+
+    Hash i of item x is ``(((a_i * x + b_i) mod 2^32) >> 8) mod n_buckets`` with the
+    constants above (uint32 arithmetic wraps mod 2^32; the low 8 bits, the weakest of a
+    multiplicative hash, are dropped).
+
+    Args:
+      ids_N: integer item indices of any shape ``N...`` (values < 2^32).
+      n_hashes: number of hash functions k.
+      n_buckets: table rows m.
+
+    Returns:
+      int32 array of shape ``N... x k`` with values in ``[0, n_buckets)``.
+    """
+    i = np.arange(n_hashes, dtype=np.uint64)
+    a_K = jnp.asarray((_GOLDEN * (2 * i + 1)) % 2**32, dtype=jnp.uint32)
+    b_K = jnp.asarray((_MIX * (i + 1)) % 2**32, dtype=jnp.uint32)
+    x_NxK = ids_N.astype(jnp.uint32)[..., None]
+    mixed_NxK = (a_K * x_NxK + b_K) >> _DROPPED_LOW_BITS
+    return (mixed_NxK % jnp.uint32(n_buckets)).astype(jnp.int32)
+
+
+class IdEncoder(nnx.Module):
+    """One learned row per item: ``table_VxD`` with V = n_items + 1."""
+
+    def __init__(self, n_items: int, d_model: int, *, rngs: nnx.Rngs):
+        self.table_VxD = EmbeddingParam(EMBEDDING_INIT(rngs.params(), (n_items + 1, d_model)))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """Vectors of ``ids`` (any integer shape S): float32 ``S x D``."""
+        return jnp.take(self.table_VxD[...], ids, axis=0)
+
+    def table(self) -> jax.Array:
+        """All items' vectors, ``[n_items + 1, D]`` (row 0 = padding)."""
+        return self.table_VxD[...]
+
+
+class HashedEncoder(nnx.Module):
+    """Sum of ``n_hashes`` rows of a shared ``hash_buckets x D`` table (see module doc)."""
+
+    def __init__(
+        self, n_items: int, d_model: int, n_hashes: int, n_buckets: int, *, rngs: nnx.Rngs
+    ):
+        self.n_items = n_items
+        self.n_hashes = n_hashes
+        self.n_buckets = n_buckets
+        self.buckets_MxD = EmbeddingParam(EMBEDDING_INIT(rngs.params(), (n_buckets, d_model)))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """Vectors of ``ids`` (any integer shape S): float32 ``S x D``."""
+        buckets_SxK = hash_buckets_of(ids, self.n_hashes, self.n_buckets)
+        return jnp.take(self.buckets_MxD[...], buckets_SxK, axis=0).sum(axis=-2)
+
+    def table(self) -> jax.Array:
+        """All items' vectors, ``[n_items + 1, D]`` (row 0 = padding), built each call."""
+        return self(jnp.arange(self.n_items + 1, dtype=jnp.int32))
+
+
+def make_item_encoder(
+    cfg: ModelConfig, n_items: int, *, rngs: nnx.Rngs
+) -> IdEncoder | HashedEncoder:
+    """The encoder named by ``cfg.item_encoder`` (``id`` or ``hashed``)."""
+    if cfg.item_encoder == "hashed":
+        return HashedEncoder(n_items, cfg.d_model, cfg.n_hashes, cfg.hash_buckets, rngs=rngs)
+    return IdEncoder(n_items, cfg.d_model, rngs=rngs)
