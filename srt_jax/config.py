@@ -230,10 +230,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation protocol; it is recorded beside every number it produces."""
+    """Evaluation protocol; it is recorded beside every number it produces.
+
+    Ranking is over the whole catalog unless ``sampled_candidates`` (the target against
+    that many random items drawn from ``candidate_seed``, SRT's protocol); users are ranked
+    ``batch_users`` at a time and items scored ``item_chunk`` at a time, which bounds
+    memory. ``heldout_stride`` is the window stride of the held-out loss (null: max_len).
+    """
 
     cutoffs: tuple[int, ...] = (5, 10, 20)
     batch_users: int = 256
+    item_chunk: int = 65536
     sampled_candidates: int | None = None
     candidate_seed: int = 0
     heldout_stride: int | None = None
@@ -246,6 +253,7 @@ class EvalConfig:
             "a non-empty list of integers >= 1",
         )
         _check(self.batch_users >= 1, "eval.batch_users", self.batch_users, "an integer >= 1")
+        _check(self.item_chunk >= 1, "eval.item_chunk", self.item_chunk, "an integer >= 1")
         _check(
             self.sampled_candidates is None or self.sampled_candidates >= 1,
             "eval.sampled_candidates",
@@ -289,6 +297,18 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return plain(config)
+
+
+def flat_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict (e.g. :func:`to_dict` of a config) as ``{"section.key": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flat_dict(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def from_dict(cls: type, raw: Mapping[str, Any] | None, *, where: str = "") -> Any:

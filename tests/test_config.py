@@ -49,6 +49,7 @@ def test_bad_values_are_errors(tmp_path):
         "data.max_len=2.5": "integer",
         "model.tie_embeddings=yes please": "true or false",
         "train.tokens=100": "exactly one",
+        "eval.item_chunk=0": "eval.item_chunk",
         "nosuchsection.x=1": "unknown config key 'nosuchsection'",
     }
     for override, expected in cases.items():

@@ -1,0 +1,184 @@
+"""Training speed, memory and time to quality of the real training step and loop.
+
+Speed: for ``configs/ml100k_sasrec.yaml`` and the same run at d_model 256 / 4 layers /
+length 200, times the jitted, donated train step (optimizer included) on the sampler's real
+MovieLens-100K batches, dispatched as the loop does, and prints trained target tokens/s and
+the achieved FLOP/s — the analytic training FLOPs of ``srt_jax.models.counting`` per trained
+target token (and per computed position, padding included) — as a fraction of a large
+float32 matmul's FLOP/s measured in the same process. The machine is shared, so steps and
+the matmul are timed in interleaved rounds and each keeps its fastest round. Each shape runs
+in its own process, so the peak RSS printed is that shape's.
+
+Time to quality: trains ``configs/ml100k_sasrec.yaml`` with ``srt_jax.train.loop.train``
+(validation every ``--eval-every`` tokens) for each given seed and prints the loop seconds —
+wall time after compilation, evaluations included — until validation NDCG@10 first reaches
+0.050, and how much of it the evaluations took.
+
+    python benchmarks/bench_train.py [--shapes small large] [--rounds 5] [--steps 10]
+                                     [--quality-seeds 0 1 2] [--eval-every 45000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from srt_jax.config import RunConfig, load_config, replace
+from srt_jax.train.loop import build_run, peak_rss_mb, train
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml100k_sasrec.yaml"
+SHAPES = {
+    "small": [],
+    "large": ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "data.max_len=200"],
+}
+QUALITY_NDCG = 0.050
+
+
+def matmul_rate(n: int = 3072) -> float:
+    """FLOP/s of one jitted float32 ``n x n @ n x n`` matmul (compiled before timing)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    fn = jax.jit(lambda x: x @ x)
+    fn(a).block_until_ready()
+    start = time.perf_counter()
+    fn(a).block_until_ready()
+    return 2.0 * n**3 / (time.perf_counter() - start)
+
+
+def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
+    """Fastest-round step speed of ``config`` against the matmul; returns the figures."""
+    parts = build_run(config, progress=False)
+    train_cfg, max_len = config.train, config.data.max_len
+    compile_s = parts.step.compile(train_cfg.batch_size, max_len)
+    state = parts.step.init_state()
+    batches = parts.sampler.iter_batches()
+    best_step, best_matmul, k, tokens = float("inf"), 0.0, 0, 0
+    for round_ in range(rounds + 1):  # round 0 warms up
+        start, round_tokens, previous = time.perf_counter(), 0, None
+        for _ in range(steps):
+            batch = next(batches)
+            state, metrics = parts.step(state, parts.step.put_batch(batch), k, tokens)
+            if previous is not None:  # the loop's one-step-late read
+                jax.device_get(previous["loss_finite"])
+            previous, k = metrics, k + 1
+            tokens += batch.n_targets
+            round_tokens += batch.n_targets
+        jax.block_until_ready(state)
+        if round_:
+            seconds = (time.perf_counter() - start) / round_tokens
+            best_step = min(best_step, seconds)
+            best_matmul = max(best_matmul, *(matmul_rate() for _ in range(3)))
+    tokens_per_s = 1.0 / best_step
+    positions_per_token = train_cfg.batch_size * max_len / parts.sampler.expected_tokens_per_batch()
+    flop_rate = parts.flops_per_token * tokens_per_s
+    return {
+        "shape": {
+            "d_model": config.model.d_model,
+            "n_layers": config.model.n_layers,
+            "max_len": max_len,
+            "batch_size": train_cfg.batch_size,
+        },
+        "compile_s": compile_s,
+        "tokens_per_s": tokens_per_s,
+        "gflops_per_s": flop_rate / 1e9,
+        "matmul_gflops_per_s": best_matmul / 1e9,
+        "fraction_of_matmul": flop_rate / best_matmul,
+        "fraction_of_matmul_positions": flop_rate * positions_per_token / best_matmul,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def time_to_quality(config: RunConfig) -> dict:
+    """Train ``config`` in a temporary run directory; loop seconds to valid NDCG@10 0.050."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = train(config, run_dir, progress=False)
+        evals = [
+            json.loads(line)
+            for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+            if '"kind": "eval"' in line
+        ]
+    reached = next(
+        (i for i, e in enumerate(evals) if e["metrics"]["ndcg@10"] >= QUALITY_NDCG), None
+    )
+    result = {
+        "seed": config.train.seed,
+        "loop_s": None,
+        "eval_s": None,
+        "epochs": None,
+        "best_valid_ndcg@10": max(e["metrics"]["ndcg@10"] for e in evals),
+        "compile_s": summary["compile_s"],
+        "evaluations": None,
+    }
+    if reached is not None:
+        result.update(
+            loop_s=evals[reached]["loop_s"],
+            eval_s=sum(e["eval_s"] for e in evals[: reached + 1]),
+            epochs=evals[reached]["tokens"] / summary["protocol"]["split"]["train_targets"],
+            evaluations=reached + 1,
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", nargs="*", choices=sorted(SHAPES), default=["small", "large"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    parser.add_argument(
+        "--quality-seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="SEED",
+        help="time to quality of these train.seed values (e.g. 0 1 2)",
+    )
+    parser.add_argument("--eval-every", type=int, default=45_000, help="tokens between evals")
+    parser.add_argument("--one", choices=sorted(SHAPES), help=argparse.SUPPRESS)  # a child
+    args = parser.parse_args()
+    if args.one:
+        config = load_config(CONFIG, SHAPES[args.one])
+        print(json.dumps(bench_shape(config, args.rounds, args.steps)))
+        return
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; config {CONFIG.name}")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    for name in args.shapes:
+        child = [sys.executable, __file__, "--one", name]
+        child += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
+        out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        shape = result["shape"]
+        print(
+            f"[{name}] d_model {shape['d_model']}, {shape['n_layers']} layers, L "
+            f"{shape['max_len']}, B {shape['batch_size']}: {result['tokens_per_s']:,.0f} trained "
+            f"tokens/s, {result['gflops_per_s']:.1f} GFLOP/s = "
+            f"{result['fraction_of_matmul']:.1%} of the matmul's "
+            f"{result['matmul_gflops_per_s']:.1f} GFLOP/s "
+            f"({result['fraction_of_matmul_positions']:.1%} counting padded positions); "
+            f"compile {result['compile_s']:.1f} s; peak RSS {result['peak_rss_mb']:,.0f} MiB"
+        )
+    for seed in args.quality_seeds:
+        config = replace(
+            load_config(CONFIG),
+            [f"train.eval_every_tokens={args.eval_every}", f"train.seed={seed}"],
+        )
+        r = time_to_quality(config)
+        if r["loop_s"] is None:
+            print(f"[time to quality, seed {seed}] valid ndcg@10 never reached {QUALITY_NDCG}")
+            continue
+        print(
+            f"[time to quality, seed {seed}] valid ndcg@10 >= {QUALITY_NDCG} after "
+            f"{r['loop_s']:.1f} s of training loop after compilation ({r['compile_s']:.1f} s "
+            f"excluded), of which {r['eval_s']:.1f} s in {r['evaluations']} evaluations; "
+            f"{r['epochs']:.1f} epochs; best valid ndcg@10 {r['best_valid_ndcg@10']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""Evaluation: held-out per-token cross-entropy and leave-one-out ranking over the catalog.
+
+**Held-out loss** (the scaling-law target): the full-softmax cross-entropy (nats) of every
+target position of the held-out users' histories, each position once with up to ``max_len``
+items of context (:func:`srt_jax.data.sampler.iter_eval_batches`, stride
+``eval.heldout_stride``), summed then divided by the number of positions.
+
+**Ranking** (``valid`` / ``test`` targets of the split): the model reads the last
+``max_len`` items before the target (left-padded) and scores every item with its last
+hidden state. The target's rank is
+
+    rank = 1 + #{items i != target : score_i >= score_target}
+
+over the candidates, i.e. ties are resolved pessimistically (an item scoring exactly as the
+target counts as above it, so a constant scorer ranks every target last, never first).
+Candidates are the whole catalog (full ranking, the default) or, with
+``eval.sampled_candidates = N``, the target plus N distinct other items drawn uniformly per
+target from ``(candidate_seed, user, target position)`` — SRT's protocol, labelled as such.
+
+Every ranking is reported twice: unfiltered (RecBole's protocol, keys like ``ndcg@10``) and
+with the user's seen items filtered (keys like ``ndcg@10_filtered``). The filter removes
+from the candidates every item of the user's history before the target — all of it, not
+only the last ``max_len`` — except the target itself (RecBole-style: a repeated target is
+still ranked, its earlier occurrences do not remove it).
+
+Memory stays bounded as the catalog grows: users are processed in chunks of
+``eval.batch_users`` and, inside the jitted ranking, items in chunks of ``eval.item_chunk``
+with a running count of the items scoring at or above the target, so no ``[users, n_items]``
+array larger than ``batch_users x item_chunk`` exists. Seen items and sampled candidates are
+scattered into a per-chunk mask.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from srt_jax.config import EvalConfig
+from srt_jax.data.sampler import gather_windows, iter_eval_batches
+from srt_jax.data.splits import Split, Targets
+from srt_jax.train.losses import full_softmax_loss
+from srt_jax.train.metrics import ranking_metrics
+from srt_jax.train.step import DATA_AXIS, batch_sharding, replicated
+
+SplitName = Literal["valid", "test"]
+FILTERED = "_filtered"
+TIE_RULE = "pessimistic: rank = 1 + number of other candidates scoring >= the target"
+SEEN_FILTER_RULE = (
+    "removes every item of the user's history before the target except the target itself"
+)
+
+
+def rank_targets(
+    hidden_UxD: jax.Array,
+    table_VxD: jax.Array,
+    targets_U: jax.Array,
+    seen_UxH: jax.Array,
+    candidates_UxN: jax.Array | None,
+    item_chunk: int,
+) -> tuple[jax.Array, jax.Array]:
+    """1-based ranks of each user's target, unfiltered and with seen items filtered.
+
+    Args:
+      hidden_UxD: the hidden state that scores the next item, per user.
+      table_VxD: item table, V = n_items + 1 (row 0 = padding, never a candidate).
+      targets_U: int32 target item of each user (>= 1).
+      seen_UxH: int32 items to filter per user (0 = none; may repeat).
+      candidates_UxN: int32 sampled candidates per user (besides the target), or None for
+        the whole catalog.
+      item_chunk: items scored at a time (C).
+
+    Returns:
+      ``(ranks_U, filtered_ranks_U)`` int32, see the module docstring for the rule.
+    """
+    U = hidden_UxD.shape[0]
+    V = table_VxD.shape[0]
+    n_chunks = -(-V // item_chunk)
+    table_PxD = jnp.pad(table_VxD, ((0, n_chunks * item_chunk - V), (0, 0)))
+    target_rows_UxD = jnp.take(table_VxD, targets_U, axis=0).astype(hidden_UxD.dtype)
+    target_score_U = jnp.einsum(
+        "ud,ud->u", hidden_UxD, target_rows_UxD, preferred_element_type=jnp.float32
+    )
+    rows_U = jnp.arange(U)[:, None]
+
+    def in_chunk(items_UxK: jax.Array, first: jax.Array) -> jax.Array:
+        """bool [U, C]: which of the chunk's items appear in each user's ``items_UxK``."""
+        local = items_UxK - first
+        local = jnp.where((local >= 0) & (local < item_chunk), local, item_chunk)
+        mask = jnp.zeros((U, item_chunk), bool)
+        return mask.at[rows_U, local].set(True, mode="drop")
+
+    def count_chunk(counts: tuple[jax.Array, jax.Array], c: jax.Array):
+        first = c * item_chunk
+        rows_CxD = jax.lax.dynamic_slice_in_dim(table_PxD, first, item_chunk)
+        scores_UxC = jnp.einsum(
+            "ud,cd->uc",
+            hidden_UxD,
+            rows_CxD.astype(hidden_UxD.dtype),
+            preferred_element_type=jnp.float32,
+        )
+        item_C = first + jnp.arange(item_chunk)
+        eligible_UxC = (item_C >= 1) & (item_C < V) & (item_C != targets_U[:, None])
+        if candidates_UxN is not None:
+            eligible_UxC &= in_chunk(candidates_UxN, first)
+        above_UxC = eligible_UxC & (scores_UxC >= target_score_U[:, None])
+        above_unseen_UxC = above_UxC & ~in_chunk(seen_UxH, first)
+        return (
+            counts[0] + above_UxC.sum(axis=1, dtype=jnp.int32),
+            counts[1] + above_unseen_UxC.sum(axis=1, dtype=jnp.int32),
+        ), None
+
+    zeros = jnp.zeros(U, jnp.int32)
+    (above_U, above_unseen_U), _ = jax.lax.scan(count_chunk, (zeros, zeros), jnp.arange(n_chunks))
+    return above_U + 1, above_unseen_U + 1
+
+
+class Evaluator:
+    """Held-out loss and ranking metrics of one model shape on one split.
+
+    Args:
+      model: a model of the run's shape (its graph is used; parameters come per call).
+      items: the store's items (memmap).
+      split: the run's split.
+      n_items: catalog size (items 1..n_items).
+      max_len: L, the context the model reads.
+      eval_cfg: cutoffs, user chunk, item chunk, sampled candidates.
+      mesh: the device mesh; users are sharded along its ``data`` axis.
+
+    Methods take the parameter state (``nnx.State`` of :class:`nnx.Param`) to evaluate.
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        items: np.ndarray,
+        split: Split,
+        *,
+        n_items: int,
+        max_len: int,
+        eval_cfg: EvalConfig,
+        mesh: Mesh,
+    ) -> None:
+        model.eval()
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.items, self.split, self.max_len, self.cfg = items, split, max_len, eval_cfg
+        self.mesh = mesh
+        self.n_items = n_items
+        devices = mesh.shape[DATA_AXIS]
+        self.rows = -(-eval_cfg.batch_users // devices) * devices
+        self._rest = jax.device_put(rest, replicated(mesh))
+        self.candidates = (
+            None
+            if eval_cfg.sampled_candidates is None
+            else min(eval_cfg.sampled_candidates, self.n_items - 1)
+        )
+        rep, rows = replicated(mesh), batch_sharding(mesh)
+        self._abstract_params = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), params
+        )
+        self._loss: Any = jax.jit(self._loss_fn, in_shardings=(rep, rep, rows, rows, rows))
+        n_row_args = 3 if self.candidates is None else 4  # + candidates when sampled
+        self._rank_jit = jax.jit(self._rank_fn, in_shardings=(rep, rep) + (rows,) * n_row_args)
+        self._rank_compiled: dict[int, Any] = {}
+        self._widths = {which: _history_width(getattr(split, which)) for which in ("valid", "test")}
+
+    # ------------------------------------------------------------------ jitted kernels
+
+    def _model(self, params: nnx.State, rest: nnx.State) -> nnx.Module:
+        return nnx.merge(self.graphdef, params, rest)
+
+    def _loss_fn(self, params, rest, inputs_BxL, targets_BxL, mask_BxL):
+        net = self._model(params, rest)
+        return full_softmax_loss(net(inputs_BxL), net.item_table(), targets_BxL, mask_BxL)
+
+    def _rank_fn(self, params, rest, inputs_UxL, targets_U, seen_UxH, *candidates_UxN):
+        net = self._model(params, rest)
+        hidden_UxD = net(inputs_UxL)[:, -1]
+        return rank_targets(
+            hidden_UxD,
+            net.item_table(),
+            targets_U,
+            seen_UxH,
+            candidates_UxN[0] if candidates_UxN else None,
+            min(self.cfg.item_chunk, self.n_items + 1),
+        )
+
+    # ------------------------------------------------------------------ public
+
+    def compile(self) -> float:
+        """Compile the held-out loss and the rankings of both splits ahead of time; seconds."""
+        start = time.perf_counter()
+        rows, L = self.rows, self.max_len
+        params, rest = self._abstract_params, self._rest
+
+        def arg(*shape: int, dtype: Any = jnp.int32) -> jax.ShapeDtypeStruct:
+            return jax.ShapeDtypeStruct(shape, dtype)
+
+        if self.split.heldout.n_targets:
+            self._loss = self._loss.lower(
+                params, rest, arg(rows, L), arg(rows, L), arg(rows, L, dtype=jnp.bool_)
+            ).compile()
+        for width in set(self._widths.values()):
+            candidates = () if self.candidates is None else (arg(rows, self.candidates),)
+            self._rank_compiled[width] = self._rank_jit.lower(
+                params, rest, arg(rows, L), arg(rows), arg(rows, width), *candidates
+            ).compile()
+        return time.perf_counter() - start
+
+    def heldout_loss(self, params: nnx.State) -> float | None:
+        """Per-token cross-entropy (nats) over every held-out target; None without held-out
+        users."""
+        if self.split.heldout.n_targets == 0:
+            return None
+        sums = []
+        for batch in iter_eval_batches(
+            self.items,
+            self.split.heldout,
+            max_len=self.max_len,
+            batch_size=self.rows,
+            stride=self.cfg.heldout_stride,
+        ):
+            sums.append(self._loss(params, self._rest, batch.inputs, batch.targets, batch.mask))
+        loss_sum, count = np.sum(np.asarray(jax.device_get(sums), np.float64), axis=0)
+        return float(loss_sum / count)
+
+    def ranks(self, params: nnx.State, which: SplitName) -> tuple[np.ndarray, np.ndarray]:
+        """1-based ranks of every ``which`` target: ``(unfiltered, seen-filtered)`` int arrays."""
+        targets, width = getattr(self.split, which), self._widths[which]
+        rank = self._rank_compiled.get(width, self._rank_jit)
+        out = [rank(params, self._rest, *arrays) for arrays in self._chunks(targets, width)]
+        ranks = jax.device_get(out)
+        unfiltered = np.concatenate([r[0] for r in ranks])
+        filtered = np.concatenate([r[1] for r in ranks])
+        return unfiltered[: len(targets)], filtered[: len(targets)]
+
+    def metrics(self, params: nnx.State, which: SplitName) -> dict[str, float]:
+        """Ranking metrics of ``which`` (unfiltered keys and ``_filtered`` keys)."""
+        unfiltered, filtered = self.ranks(params, which)
+        return {
+            **ranking_metrics(unfiltered, self.cfg.cutoffs),
+            **ranking_metrics(filtered, self.cfg.cutoffs, suffix=FILTERED),
+        }
+
+    def protocol(self) -> dict[str, Any]:
+        """How the numbers of this evaluator were made (recorded beside them)."""
+        return {
+            "split": dict(self.split.protocol),
+            "ranking": "full" if self.candidates is None else "sampled",
+            "sampled_candidates": self.candidates,
+            "candidate_seed": None if self.candidates is None else self.cfg.candidate_seed,
+            "ties": TIE_RULE,
+            "seen_filter": f"reported both ways; the '{FILTERED}' keys' filter {SEEN_FILTER_RULE}",
+            "cutoffs": list(self.cfg.cutoffs),
+            "context": f"last {self.max_len} items before the target",
+            "n_valid_users": len(self.split.valid),
+            "n_test_users": len(self.split.test),
+            "heldout_loss": {
+                "users": len(self.split.heldout),
+                "targets": self.split.heldout.n_targets,
+                "stride": self.cfg.heldout_stride or self.max_len,
+                "loss": "full-softmax cross-entropy, nats per target",
+            },
+        }
+
+    # ------------------------------------------------------------------ host side
+
+    def _chunks(self, targets: Targets, width: int) -> Iterator[tuple[Any, ...]]:
+        """Per chunk of ``rows`` users: inputs, targets, seen items (``width`` per user) and,
+        when sampled, the candidates (numpy; the last chunk padded with its first user)."""
+        for first in range(0, len(targets), self.rows):
+            index = np.arange(first, first + self.rows)
+            index = np.where(index < len(targets), index, first)
+            start, pos = targets.context_start[index], targets.target_pos[index]
+            window = gather_windows(self.items, start, pos + 1, targets.user[index], self.max_len)
+            target_U = np.asarray(self.items[pos], np.int32)
+            seen = np.asarray(
+                self.items[np.minimum(start[:, None] + np.arange(width), pos[:, None])]
+            )
+            seen = np.where(
+                (start[:, None] + np.arange(width) < pos[:, None]) & (seen != target_U[:, None]),
+                seen,
+                0,
+            ).astype(np.int32)
+            if self.candidates is None:
+                yield window.inputs, target_U, seen
+            else:
+                yield (
+                    window.inputs,
+                    target_U,
+                    seen,
+                    self._candidates(targets.user[index], pos, target_U),
+                )
+
+    def _candidates(self, user: np.ndarray, pos: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """int32 [U, N]: N distinct items other than the target, per row."""
+        rows = []
+        for u, p, t in zip(user, pos, target, strict=True):
+            rng = np.random.default_rng([self.cfg.candidate_seed, int(u), int(p)])
+            drawn = rng.choice(self.n_items - 1, size=self.candidates, replace=False) + 1
+            rows.append(drawn + (drawn >= t))
+        return np.asarray(rows, np.int32)
+
+
+def _history_width(targets: Targets) -> int:
+    """Seen-item slots per user: the longest history before a target, rounded up to a power
+    of two (so few shapes are compiled)."""
+    longest = int((targets.target_pos - targets.context_start).max(initial=1))
+    return 1 << max(0, math.ceil(math.log2(max(1, longest))))

@@ -1,0 +1,225 @@
+"""The jitted training step, written for a device mesh with a ``data`` axis.
+
+Following flax's ``examples/gemma`` (NNX): the model is split once into its static graph
+definition, its parameters (the :class:`nnx.Param` state, which is trained) and the rest
+of its state (dropout RNG streams, unused because every call gets its own key); the step
+merges them back inside ``jax.jit(step, in_shardings=..., out_shardings=...,
+donate_argnums=0)``. The batch is sharded along ``data`` (its leading axis), parameters
+and optimiser state are replicated, and the train state's buffers are donated, so the
+update is in place. One CPU device is a mesh of one.
+
+Randomness: the dropout and negative-sampling keys of step ``k`` are ``fold_in(key(seed),
+k)`` split in two, so a run is a pure function of its config and seed and a resumed run
+draws exactly the keys it would have drawn. The seed's key, the peak learning rate and the
+run's progress through its token budget are arguments of the step, not constants baked into
+it, so same-shaped runs of a sweep reuse one compiled step (and JAX's persistent cache).
+
+Loss and gradient are the exact mean over the global batch (the sum of per-position losses
+over all shards divided by the number of counted positions).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from srt_jax.config import TrainConfig
+from srt_jax.data.sampler import Batch
+from srt_jax.errors import ConfigError
+from srt_jax.train.losses import compute_loss
+from srt_jax.train.optim import (
+    PROGRESS_RESOLUTION,
+    lr_multiplier,
+    make_optimizer,
+    set_learning_rate,
+)
+
+DATA_AXIS = "data"
+BATCH_FIELDS = ("inputs", "targets", "mask")
+
+TrainState = dict[str, Any]
+"""``{"params": nnx.State, "opt_state": optax state}`` — what a step updates and a
+checkpoint holds."""
+
+
+def data_mesh(data_parallel: int | None = None) -> Mesh:
+    """A 1-D mesh over the first ``data_parallel`` devices (None: all) named ``data``."""
+    devices = jax.devices()
+    n = len(devices) if data_parallel is None else data_parallel
+    if n > len(devices):
+        raise ConfigError(
+            f"train.data_parallel = {n} is invalid: only {len(devices)} device(s) are visible",
+            key="train.data_parallel",
+        )
+    return Mesh(np.array(devices[:n]), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``data``; other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The same full array on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_divisible(rows: int, mesh: Mesh, key: str) -> None:
+    """Raise a ConfigError naming ``key`` unless ``rows`` splits evenly over the mesh."""
+    n = mesh.shape[DATA_AXIS]
+    if rows % n:
+        raise ConfigError(
+            f"{key} = {rows} is invalid: expected a multiple of the {n} data-parallel devices",
+            key=key,
+        )
+
+
+class TrainStep:
+    """The jitted, donated, sharded step of one run.
+
+    Args:
+      model: the freshly built model (its parameters are the initial ones).
+      train_cfg: loss, optimiser and seed.
+      total_tokens: the run's token budget (the schedule's length).
+      mesh: the device mesh (see :func:`data_mesh`).
+      item_log_q: ``[n_items + 1]`` log probabilities of popularity negatives, or None.
+
+    Call ``step(state, batch, step_index, tokens_seen)`` with the device batch of
+    :meth:`put_batch`; it returns ``(new_state, metrics)`` where metrics are device scalars:
+    ``loss_sum`` and ``count`` (sum of per-position losses and counted positions),
+    ``grad_norm`` (before clipping), ``lr`` (used by this step), ``loss_finite`` and
+    ``grad_finite`` (bools).
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        train_cfg: TrainConfig,
+        *,
+        total_tokens: int,
+        mesh: Mesh,
+        item_log_q: np.ndarray | None = None,
+    ) -> None:
+        model.train()
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.mesh = mesh
+        self.tx = make_optimizer(train_cfg)
+        self._initial_params = params
+        self.total_tokens = total_tokens
+        constants = {
+            "rest": rest,
+            "item_log_q": item_log_q,
+            "key": jax.random.key(train_cfg.seed),
+            "peak_lr": np.float32(train_cfg.learning_rate),
+        }
+        self._constants = jax.device_put(constants, replicated(mesh))
+        multiplier = lr_multiplier(train_cfg)
+
+        def step(
+            state: TrainState,
+            batch: dict[str, jax.Array],
+            constants: dict[str, Any],
+            step_index: jax.Array,
+            progress: jax.Array,
+        ) -> tuple[TrainState, dict[str, jax.Array]]:
+            dropout_key, loss_key = jax.random.split(
+                jax.random.fold_in(constants["key"], step_index)
+            )
+
+            def loss_fn(params: nnx.State) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+                net = nnx.merge(self.graphdef, params, constants["rest"])
+                hidden_BxLxD = net(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
+                loss_sum, count = compute_loss(
+                    hidden_BxLxD,
+                    net.item_table(),
+                    batch["targets"],
+                    batch["mask"],
+                    train_cfg=train_cfg,
+                    key=loss_key,
+                    item_log_q=constants["item_log_q"],
+                )
+                return loss_sum / jnp.maximum(count, 1.0), (loss_sum, count)
+
+            grads, (loss_sum, count) = jax.grad(loss_fn, has_aux=True)(state["params"])
+            lr = constants["peak_lr"] * multiplier(progress * PROGRESS_RESOLUTION)
+            opt_state = set_learning_rate(state["opt_state"], lr)
+            updates, opt_state = self.tx.update(grads, opt_state, state["params"])
+            grad_norm = optax.tree.norm(grads)
+            metrics = {
+                "loss_sum": loss_sum,
+                "count": count,
+                "grad_norm": grad_norm,
+                "lr": jnp.asarray(lr, jnp.float32),
+                "loss_finite": jnp.isfinite(loss_sum),
+                "grad_finite": jnp.isfinite(grad_norm),
+            }
+            new_state = {
+                "params": optax.apply_updates(state["params"], updates),
+                "opt_state": opt_state,
+            }
+            return new_state, metrics
+
+        rep = replicated(mesh)
+        self._jitted = jax.jit(
+            step,
+            in_shardings=(rep, batch_sharding(mesh), rep, rep, rep),
+            out_shardings=(rep, rep),
+            donate_argnums=0,
+        )
+        self._compiled: Any = None
+
+    def init_state(self) -> TrainState:
+        """The initial train state (a copy of the model's parameters, fresh optimiser),
+        replicated; each call gives new buffers (the step donates them)."""
+        state = {"params": self._initial_params, "opt_state": self.tx.init(self._initial_params)}
+        return jax.device_put(state, replicated(self.mesh), may_alias=False)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of the train state (a restore target)."""
+        rep = replicated(self.mesh)
+        shapes = jax.eval_shape(
+            lambda p: {"params": p, "opt_state": self.tx.init(p)}, self._initial_params
+        )
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
+
+    def put_batch(self, batch: Batch) -> dict[str, jax.Array]:
+        """The batch's inputs, targets and mask on the mesh, sharded along the batch axis."""
+        arrays = {name: getattr(batch, name) for name in BATCH_FIELDS}
+        return jax.device_put(arrays, batch_sharding(self.mesh))
+
+    def compile(self, batch_size: int, max_len: int) -> float:
+        """Compile the step ahead of time for ``[batch_size, max_len]`` batches; seconds."""
+        check_divisible(batch_size, self.mesh, "train.batch_size")
+        start = time.perf_counter()
+        batch = {
+            "inputs": jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32),
+            "targets": jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32),
+            "mask": jax.ShapeDtypeStruct((batch_size, max_len), jnp.bool_),
+        }
+        scalar_i, scalar_f = (
+            jax.ShapeDtypeStruct((), jnp.int32),
+            jax.ShapeDtypeStruct((), jnp.float32),
+        )
+        self._compiled = self._jitted.lower(
+            self.abstract_state(), batch, self._constants, scalar_i, scalar_f
+        ).compile()
+        return time.perf_counter() - start
+
+    def __call__(
+        self, state: TrainState, batch: dict[str, jax.Array], step_index: int, tokens_seen: int
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        fn = self._jitted if self._compiled is None else self._compiled
+        return fn(
+            state,
+            batch,
+            self._constants,
+            np.int32(step_index),
+            np.float32(tokens_seen / self.total_tokens),
+        )

@@ -1,0 +1,97 @@
+"""Resuming a run killed with SIGKILL continues exactly: its metrics.jsonl equals an
+uninterrupted run's, loss for loss (tolerance 0)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_KEYS = ("wall_s", "loop_s", "eval_s")
+
+CONFIG = {
+    "data": {
+        "dataset": "synthetic",
+        "synthetic": {"users": 150, "items": 40, "mean_length": 16},
+        "max_len": 8,
+    },
+    "model": {"d_model": 16, "n_layers": 1, "n_heads": 2},
+    "train": {
+        "batch_size": 16,
+        "epochs": None,
+        "tokens": 40_000,
+        "eval_every_tokens": 8_000,
+        "log_every": 3,
+        "checkpoint_every": 25,
+        "keep_checkpoints": 1,
+    },
+}
+
+
+def train_command(config_path, run_dir):
+    return [sys.executable, "-m", "srt_jax.cli", "train", str(config_path), "--out", str(run_dir)]
+
+
+def without_timing(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
+    config = {**CONFIG, "data": {**CONFIG["data"], "cache_dir": str(tmp_path / "cache")}}
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(REPO),
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+
+    def run(run_dir):
+        return subprocess.run(
+            train_command(config_path, run_dir),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    whole = run(tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    resumed_dir = tmp_path / "resumed"
+    proc = subprocess.Popen(
+        train_command(config_path, resumed_dir),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not (resumed_dir / "checkpoints" / "50").exists():  # the second checkpoint
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    summary = json.loads((resumed_dir / "summary.json").read_text())
+    assert summary["status"] == "running"  # killed mid-run
+    killed_at = len(without_timing(resumed_dir))
+
+    again = run(resumed_dir)
+    assert again.returncode == 0, again.stderr
+    expected, got = without_timing(tmp_path / "whole"), without_timing(resumed_dir)
+    assert killed_at < len(expected)
+    assert got == expected  # every step, token count, loss, lr and eval metric, exactly
+    final = json.loads((resumed_dir / "summary.json").read_text())
+    assert final["status"] == "done"
+    assert final["eval"] == json.loads((tmp_path / "whole" / "summary.json").read_text())["eval"]
