@@ -1,5 +1,11 @@
 """Command groups of the ``srt-jax`` CLI, one module each (see srt_jax/cli.py)."""
 
-from srt_jax.commands import data, fit, train
+from srt_jax.commands import data, fit, quickstart, sweep, train
 
-COMMAND_GROUPS = (data.register, train.register, fit.register)
+COMMAND_GROUPS = (
+    quickstart.register,
+    data.register,
+    train.register,
+    sweep.register,
+    fit.register,
+)

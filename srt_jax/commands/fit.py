@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from srt_jax.commands.argtypes import non_negative_int, positive_float, positive_float_list
 from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
 from srt_jax.scaling.loaders import ColumnNames, load_points
 from srt_jax.scaling.mlflow_sqlite import MlflowNames
@@ -41,24 +42,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--target-compute",
-        type=_positive_float,
+        type=positive_float,
         help="FLOPs at which to predict N*, D* and the loss (default 10x the largest run)",
     )
     fit.add_argument(
         "--bootstrap",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=1000,
         help="bootstrap resamples of whole runs (default 1000; 0 for none)",
     )
     fit.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     fit.add_argument(
         "--flops-per-param-token",
-        type=_positive_float,
+        type=positive_float,
         help="k in C = k N D (default: median C/(N D) of the runs; a table with only one of "
         "D and C is completed with 6 unless given)",
     )
     fit.add_argument(
-        "--huber-delta", type=_positive_float, default=1e-3, help="Huber threshold (1e-3)"
+        "--huber-delta", type=positive_float, default=1e-3, help="Huber threshold (1e-3)"
     )
     fit.add_argument(
         "--holdout-fraction",
@@ -74,14 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--exclude-highest-loss",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         metavar="K",
         help="drop the K runs with the highest loss (Epoch AI's Chinchilla refit drops 5)",
     )
     fit.add_argument(
         "--isoflop-budgets",
-        type=_float_list,
+        type=positive_float_list,
         help="comma-separated FLOP budgets for approach 2 (default: 8 log-spaced)",
     )
     columns = fit.add_argument_group("columns of a plain table (--format csv)")
@@ -184,30 +185,6 @@ def summary_table(report: FitReport) -> str:
         f"target C = {report.target_compute:.4g}"
     )
     return "\n".join(rows)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    return tuple(_positive_float(part) for part in text.split(",") if part.strip())
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
 
 
 def _key_value(text: str) -> tuple[str, str]:
