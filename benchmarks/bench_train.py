@@ -9,13 +9,15 @@ float32 matmul's FLOP/s measured in the same process. The machine is shared, so 
 the matmul are timed in interleaved rounds and each keeps its fastest round. Each shape runs
 in its own process, so the peak RSS printed is that shape's.
 
-Time to quality: trains ``configs/ml100k_sasrec.yaml`` with ``srt_jax.train.loop.train``
-(validation every ``--eval-every`` tokens) for each given seed and prints the loop seconds —
-wall time after compilation, evaluations included — until validation NDCG@10 first reaches
-0.050, and how much of it the evaluations took.
+Quality and time to quality: trains ``configs/ml100k_sasrec.yaml`` as it is (validation
+every ``--eval-every`` tokens if given) with ``srt_jax.train.loop.train`` for each given seed
+and prints the loop seconds — wall time after compilation, evaluations included — until
+validation NDCG@10 first reaches 0.050 and how much of it the evaluations took; then the
+test NDCG@10 / HR@10 / MRR@10 at the best-validation checkpoint (unfiltered, RecBole's
+protocol, and seen-filtered), and their mean over the seeds beside the issue's bar.
 
     python benchmarks/bench_train.py [--shapes small large] [--rounds 5] [--steps 10]
-                                     [--quality-seeds 0 1 2] [--eval-every 45000]
+                                     [--quality-seeds 0 1 2] [--eval-every TOKENS]
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ SHAPES = {
     "large": ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "data.max_len=200"],
 }
 QUALITY_NDCG = 0.050
+TEST_BAR = {"ndcg@10": 0.064, "hr@10": 0.136}  # RecBole 1.2.1 SASRec, converged
+TEST_KEYS = ("ndcg@10", "hr@10", "mrr@10")
 
 
 def matmul_rate(n: int = 3072) -> float:
@@ -115,6 +119,10 @@ def time_to_quality(config: RunConfig) -> dict:
         "best_valid_ndcg@10": max(e["metrics"]["ndcg@10"] for e in evals),
         "compile_s": summary["compile_s"],
         "evaluations": None,
+        "test": {k: summary["eval"][k] for k in TEST_KEYS},
+        "test_filtered": {k: summary["eval"][f"{k}_filtered"] for k in TEST_KEYS},
+        "best_step": summary["eval"]["step"],
+        "wall_s": summary["wall_s"],
     }
     if reached is not None:
         result.update(
@@ -139,7 +147,9 @@ def main() -> None:
         metavar="SEED",
         help="time to quality of these train.seed values (e.g. 0 1 2)",
     )
-    parser.add_argument("--eval-every", type=int, default=45_000, help="tokens between evals")
+    parser.add_argument(
+        "--eval-every", type=int, help="tokens between evaluations (default: the config's)"
+    )
     parser.add_argument("--one", choices=sorted(SHAPES), help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.one:
@@ -163,21 +173,43 @@ def main() -> None:
             f"({result['fraction_of_matmul_positions']:.1%} counting padded positions); "
             f"compile {result['compile_s']:.1f} s; peak RSS {result['peak_rss_mb']:,.0f} MiB"
         )
+    results = []
     for seed in args.quality_seeds:
-        config = replace(
-            load_config(CONFIG),
-            [f"train.eval_every_tokens={args.eval_every}", f"train.seed={seed}"],
-        )
-        r = time_to_quality(config)
+        overrides = [f"train.seed={seed}"]
+        if args.eval_every is not None:
+            overrides.append(f"train.eval_every_tokens={args.eval_every}")
+        r = time_to_quality(replace(load_config(CONFIG), overrides))
+        results.append(r)
         if r["loop_s"] is None:
-            print(f"[time to quality, seed {seed}] valid ndcg@10 never reached {QUALITY_NDCG}")
-            continue
+            reached = f"valid ndcg@10 never reached {QUALITY_NDCG}"
+        else:
+            reached = (
+                f"valid ndcg@10 >= {QUALITY_NDCG} after {r['loop_s']:.1f} s of training loop "
+                f"after compilation ({r['compile_s']:.1f} s excluded), of which "
+                f"{r['eval_s']:.1f} s in {r['evaluations']} evaluations; {r['epochs']:.1f} epochs"
+            )
         print(
-            f"[time to quality, seed {seed}] valid ndcg@10 >= {QUALITY_NDCG} after "
-            f"{r['loop_s']:.1f} s of training loop after compilation ({r['compile_s']:.1f} s "
-            f"excluded), of which {r['eval_s']:.1f} s in {r['evaluations']} evaluations; "
-            f"{r['epochs']:.1f} epochs; best valid ndcg@10 {r['best_valid_ndcg@10']:.4f}"
+            f"[quality, seed {seed}] {reached}; best valid ndcg@10 "
+            f"{r['best_valid_ndcg@10']:.4f} at step {r['best_step']}; test there: "
+            + _metrics_text(r["test"])
+            + "; seen-filtered "
+            + _metrics_text(r["test_filtered"])
+            + f"; run {r['wall_s']:.0f} s"
         )
+    if len(results) > 1:
+        mean = {k: sum(r["test"][k] for r in results) / len(results) for k in TEST_KEYS}
+        mean_f = {k: sum(r["test_filtered"][k] for r in results) / len(results) for k in TEST_KEYS}
+        bar = ", ".join(
+            f"{k} {mean[k]:.4f} {'>=' if mean[k] >= v else '<'} {v}" for k, v in TEST_BAR.items()
+        )
+        print(
+            f"[quality, mean of {len(results)} seeds] test {_metrics_text(mean)}; seen-filtered "
+            f"{_metrics_text(mean_f)}; bar (RecBole SASRec): {bar}"
+        )
+
+
+def _metrics_text(values: dict[str, float]) -> str:
+    return " / ".join(f"{k} {values[k]:.4f}" for k in TEST_KEYS)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,9 @@ def real_spec(tmp_path: Path) -> Path:
 
 
 def checkpointed(run_dir: Path) -> bool:
+    """A finished checkpoint (orbax renames ``<step>.orbax-checkpoint-tmp`` to ``<step>``)."""
     checkpoints = run_dir / "checkpoints"
-    return checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.rglob("*"))
+    return checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
 
 
 @pytest.mark.slow
