@@ -9,7 +9,8 @@ float32 matmul's FLOP/s measured in the same process. The machine is shared, so 
 the matmul are timed in interleaved rounds and each keeps its fastest round. Each shape runs
 in its own process, so the peak RSS printed is that shape's.
 
-Quality and time to quality: trains ``configs/ml100k_sasrec.yaml`` as it is (validation
+Quality and time to quality: trains ``--config`` (default ``configs/ml100k_sasrec.yaml``; the
+time-to-quality recipe is ``configs/ml100k_sasrec_fast.yaml``) as it is (validation
 every ``--eval-every`` tokens if given) with ``srt_jax.train.loop.train`` for each given seed
 and prints the loop seconds — wall time after compilation, evaluations included — until
 validation NDCG@10 first reaches 0.050 and how much of it the evaluations took; then the
@@ -18,6 +19,7 @@ protocol, and seen-filtered), and their mean over the seeds beside the issue's b
 
     python benchmarks/bench_train.py [--shapes small large] [--rounds 5] [--steps 10]
                                      [--quality-seeds 0 1 2] [--eval-every TOKENS]
+                                     [--config configs/ml100k_sasrec_fast.yaml]
 """
 
 from __future__ import annotations
@@ -150,13 +152,19 @@ def main() -> None:
     parser.add_argument(
         "--eval-every", type=int, help="tokens between evaluations (default: the config's)"
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIG,
+        help=f"config of the quality runs (default configs/{CONFIG.name})",
+    )
     parser.add_argument("--one", choices=sorted(SHAPES), help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.one:
         config = load_config(CONFIG, SHAPES[args.one])
         print(json.dumps(bench_shape(config, args.rounds, args.steps)))
         return
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; config {CONFIG.name}")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; quality config {args.config}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     for name in args.shapes:
         child = [sys.executable, __file__, "--one", name]
@@ -178,7 +186,7 @@ def main() -> None:
         overrides = [f"train.seed={seed}"]
         if args.eval_every is not None:
             overrides.append(f"train.eval_every_tokens={args.eval_every}")
-        r = time_to_quality(replace(load_config(CONFIG), overrides))
+        r = time_to_quality(replace(load_config(args.config), overrides))
         results.append(r)
         if r["loop_s"] is None:
             reached = f"valid ndcg@10 never reached {QUALITY_NDCG}"

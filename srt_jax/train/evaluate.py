@@ -75,13 +75,14 @@ def rank_targets(
       seen_UxH: int32 items to filter per user (0 = none; may repeat).
       candidates_UxN: int32 sampled candidates per user (besides the target), or None for
         the whole catalog.
-      item_chunk: items scored at a time (C).
+      item_chunk: items scored at a time (C; at most V, so a small catalog is one chunk).
 
     Returns:
       ``(ranks_U, filtered_ranks_U)`` int32, see the module docstring for the rule.
     """
     U = hidden_UxD.shape[0]
     V = table_VxD.shape[0]
+    item_chunk = min(item_chunk, V)
     n_chunks = -(-V // item_chunk)
     table_PxD = jnp.pad(table_VxD, ((0, n_chunks * item_chunk - V), (0, 0)))
     target_rows_UxD = jnp.take(table_VxD, targets_U, axis=0).astype(hidden_UxD.dtype)
