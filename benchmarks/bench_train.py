@@ -9,6 +9,9 @@ float32 matmul's FLOP/s measured in the same process. The machine is shared, so 
 the matmul are timed in interleaved rounds and each keeps its fastest round. Each shape runs
 in its own process, so the peak RSS printed is that shape's.
 
+Evaluation chunk size (``--eval-users 32 64 256``): positions/s of the config's jitted
+eval-mode forward for that many users (windows of ``max_len``) per call.
+
 Quality and time to quality: trains ``--config`` (default ``configs/ml100k_sasrec.yaml``; the
 time-to-quality recipe is ``configs/ml100k_sasrec_fast.yaml``) as it is (validation
 every ``--eval-every`` tokens if given) with ``srt_jax.train.loop.train`` for each given seed
@@ -20,6 +23,7 @@ protocol, and seen-filtered), and their mean over the seeds beside the issue's b
     python benchmarks/bench_train.py [--shapes small large] [--rounds 5] [--steps 10]
                                      [--quality-seeds 0 1 2] [--eval-every TOKENS]
                                      [--config configs/ml100k_sasrec_fast.yaml]
+                                     [--eval-users 32 64 256]
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from srt_jax.config import RunConfig, load_config, replace
+from srt_jax.models.factory import build_model
 from srt_jax.train.loop import build_run, peak_rss_mb, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml100k_sasrec.yaml"
@@ -44,6 +50,7 @@ SHAPES = {
     "large": ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "data.max_len=200"],
 }
 QUALITY_NDCG = 0.050
+ML100K_ITEMS = 1682
 TEST_BAR = {"ndcg@10": 0.064, "hr@10": 0.136}  # RecBole 1.2.1 SASRec, converged
 TEST_KEYS = ("ndcg@10", "hr@10", "mrr@10")
 
@@ -99,6 +106,21 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
         "fraction_of_matmul_positions": flop_rate * positions_per_token / best_matmul,
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def eval_forward_rate(config: RunConfig, users: int, calls: int = 20) -> float:
+    """Positions/s of the eval-mode forward of ``config``'s model, ``users`` windows a call."""
+    model = build_model(config.model, ML100K_ITEMS, config.data.max_len, nnx.Rngs(0))
+    model.eval()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    forward = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest)(x)[:, -1])
+    shape = (users, config.data.max_len)
+    inputs = jax.random.randint(jax.random.key(0), shape, 1, ML100K_ITEMS + 1)
+    forward(params, inputs).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(calls):
+        forward(params, inputs).block_until_ready()
+    return calls * users * config.data.max_len / (time.perf_counter() - start)
 
 
 def time_to_quality(config: RunConfig) -> dict:
@@ -158,6 +180,14 @@ def main() -> None:
         default=CONFIG,
         help=f"config of the quality runs (default configs/{CONFIG.name})",
     )
+    parser.add_argument(
+        "--eval-users",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="U",
+        help="eval-mode forward speed with U users per call (e.g. 32 64 256)",
+    )
     parser.add_argument("--one", choices=sorted(SHAPES), help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.one:
@@ -181,6 +211,9 @@ def main() -> None:
             f"({result['fraction_of_matmul_positions']:.1%} counting padded positions); "
             f"compile {result['compile_s']:.1f} s; peak RSS {result['peak_rss_mb']:,.0f} MiB"
         )
+    for users in args.eval_users:
+        rate = eval_forward_rate(load_config(args.config), users)
+        print(f"[eval forward, {users} users per call] {rate:,.0f} positions/s")
     results = []
     for seed in args.quality_seeds:
         overrides = [f"train.seed={seed}"]
