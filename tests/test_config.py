@@ -1,5 +1,7 @@
 """Config loading: defaults, dotted overrides, validation errors that name key and line."""
 
+from pathlib import Path
+
 import pytest
 
 from srt_jax.config import (
@@ -85,3 +87,14 @@ def test_replace_revalidates():
 def test_yaml_key_lines():
     lines = yaml_key_lines("a:\n  b: 1\n  c:\n    d: 2\ne: 3\n")
     assert lines == {"a": 1, "a.b": 2, "a.c": 3, "a.c.d": 4, "e": 5}
+
+
+SHIPPED_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_describe_the_ml100k_sasrec_shape(path):
+    config = load_config(path)
+    assert config.data.dataset == "movielens-100k" and config.data.max_len == 50
+    shape = (config.model.d_model, config.model.n_layers, config.model.n_heads)
+    assert shape == (64, 2, 2) and config.train.loss == "full_softmax"
