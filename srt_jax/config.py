@@ -247,10 +247,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(
-            len(self.cutoffs) >= 1 and all(k >= 1 for k in self.cutoffs),
+            10 in self.cutoffs and all(k >= 1 for k in self.cutoffs),
             "eval.cutoffs",
             self.cutoffs,
-            "a non-empty list of integers >= 1",
+            "a list of integers >= 1 that includes 10 (validation NDCG@10 picks the best "
+            "checkpoint)",
         )
         _check(self.batch_users >= 1, "eval.batch_users", self.batch_users, "an integer >= 1")
         _check(self.item_chunk >= 1, "eval.item_chunk", self.item_chunk, "an integer >= 1")

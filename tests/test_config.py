@@ -52,6 +52,7 @@ def test_bad_values_are_errors(tmp_path):
         "model.tie_embeddings=yes please": "true or false",
         "train.tokens=100": "exactly one",
         "eval.item_chunk=0": "eval.item_chunk",
+        "eval.cutoffs=[5, 20]": "includes 10",
         "nosuchsection.x=1": "unknown config key 'nosuchsection'",
     }
     for override, expected in cases.items():

@@ -64,6 +64,16 @@ def test_eval_of_a_directory_without_a_run_exits_2(capsys, tmp_path):
     assert "config file not found" in error_of(capsys, ["eval", str(tmp_path)])
 
 
+def test_eval_of_a_run_without_checkpoints_exits_2_and_writes_nothing(
+    capsys, config_path, tmp_path
+):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(dump_config(load_config(config_path)))
+    assert "no checkpoint to evaluate" in error_of(capsys, ["eval", str(run_dir)])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
 def test_train_then_eval(capsys, config_path, tmp_path):
     run_dir = tmp_path / "run"
     assert main(["train", str(config_path), "--out", str(run_dir), "--quiet"]) == 0
@@ -73,6 +83,7 @@ def test_train_then_eval(capsys, config_path, tmp_path):
     assert main(["eval", str(run_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["split"] == "test" and result["step"] == summary["eval"]["step"]
+    assert result["protocol"]["checkpoint"].startswith("best validation ndcg@10")
     assert result["metrics"]["ndcg@10"] == pytest.approx(summary["eval"]["ndcg@10"])
     assert main(["eval", str(run_dir), "--split", "valid"]) == 0
     table = capsys.readouterr().out

@@ -18,6 +18,7 @@ process killed at any moment leaves the previous checkpoints intact.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,21 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 BEST_METRIC = "ndcg@10"
 """The validation metric (unfiltered) that picks the best checkpoint; higher is better."""
+
+
+def _best_metric(metrics: dict[str, float]) -> float:
+    return metrics[BEST_METRIC]
+
+
+class _NoMissingMetricWarning(logging.Filter):
+    """Checkpoints between evaluations are saved without metrics on purpose; orbax warns
+    about each of them once ``best_fn`` is set."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMissingMetricWarning())
 
 
 class Checkpoints:
@@ -41,7 +57,7 @@ class Checkpoints:
             [
                 policies.LatestN(n=keep_last),
                 policies.BestN(
-                    get_metric_fn=lambda metrics: metrics[BEST_METRIC],
+                    get_metric_fn=_best_metric,
                     n=1,
                     keep_checkpoints_without_metrics=False,
                 ),
@@ -51,6 +67,10 @@ class Checkpoints:
             Path(directory).absolute(),
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=preservation,
+                # best_fn makes orbax write the metrics to disk, so a resumed run's manager
+                # still knows which earlier checkpoint is best (BestN reads them back)
+                best_fn=_best_metric,
+                best_mode="max",
                 enable_async_checkpointing=False,
             ),
             item_names=("state", "loop"),
@@ -77,10 +97,6 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         """The most recent saved step, or None."""
         return self.manager.latest_step()
-
-    def all_steps(self) -> list[int]:
-        """Every step still kept."""
-        return sorted(self.manager.all_steps())
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """``(state, loop_state)`` of ``step``; ``abstract_state`` gives shapes and shardings."""

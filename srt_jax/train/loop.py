@@ -480,6 +480,8 @@ def evaluate_run(run_dir: str | Path, which: SplitName, *, progress: bool = Fals
     """
     run = RunDirectory(run_dir)
     config = run.read_config()
+    if not run.checkpoint_dir.is_dir() or not any(run.checkpoint_dir.iterdir()):
+        raise TrainingError(f"{run.checkpoint_dir}: no checkpoint to evaluate")
     parts = build_run(config, progress=progress)
     checkpoints = Checkpoints(run.checkpoint_dir, config.train.keep_checkpoints)
     try:
@@ -494,11 +496,16 @@ def evaluate_run(run_dir: str | Path, which: SplitName, *, progress: bool = Fals
     finally:
         checkpoints.close()
     params = state["params"]
+    which_checkpoint = (
+        f"latest (step {step}; no validation yet)"
+        if best is None
+        else f"best validation {BEST_METRIC} (step {step})"
+    )
     return {
         "run_id": config_hash(config),
         "split": which,
         "step": step,
         "loss": parts.evaluator.heldout_loss(params),
         "metrics": parts.evaluator.metrics(params, which),
-        "protocol": parts.evaluator.protocol(),
+        "protocol": {**parts.evaluator.protocol(), "checkpoint": which_checkpoint},
     }

@@ -62,9 +62,16 @@ def lr_schedule(train_cfg: TrainConfig, total_tokens: int) -> optax.Schedule:
     multiplier = lr_multiplier(train_cfg)
 
     def schedule(tokens: Any) -> Any:
-        return train_cfg.learning_rate * multiplier(tokens / total_tokens * PROGRESS_RESOLUTION)
+        return scheduled_lr(train_cfg.learning_rate, multiplier, tokens / total_tokens)
 
     return schedule
+
+
+def scheduled_lr(peak: Any, multiplier: optax.Schedule, progress: Any) -> Any:
+    """The learning rate at ``progress`` (fraction of the token budget trained): ``peak x``
+    the :func:`lr_multiplier` ``multiplier`` there. The train step and :func:`lr_schedule`
+    both use it."""
+    return peak * multiplier(progress * PROGRESS_RESOLUTION)
 
 
 def decay_mask(params: nnx.State, *, decay_embeddings: bool) -> Any:

@@ -34,12 +34,7 @@ from srt_jax.config import TrainConfig
 from srt_jax.data.sampler import Batch
 from srt_jax.errors import ConfigError
 from srt_jax.train.losses import compute_loss
-from srt_jax.train.optim import (
-    PROGRESS_RESOLUTION,
-    lr_multiplier,
-    make_optimizer,
-    set_learning_rate,
-)
+from srt_jax.train.optim import lr_multiplier, make_optimizer, scheduled_lr, set_learning_rate
 
 DATA_AXIS = "data"
 BATCH_FIELDS = ("inputs", "targets", "mask")
@@ -148,7 +143,7 @@ class TrainStep:
                 return loss_sum / jnp.maximum(count, 1.0), (loss_sum, count)
 
             grads, (loss_sum, count) = jax.grad(loss_fn, has_aux=True)(state["params"])
-            lr = constants["peak_lr"] * multiplier(progress * PROGRESS_RESOLUTION)
+            lr = scheduled_lr(constants["peak_lr"], multiplier, progress)
             opt_state = set_learning_rate(state["opt_state"], lr)
             updates, opt_state = self.tx.update(grads, opt_state, state["params"])
             grad_norm = optax.tree.norm(grads)
