@@ -35,15 +35,16 @@ def test_quickstart_sweeps_fits_writes_figures_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("srt-jax quickstart:")
     assert "at most 10 minutes" in printed.splitlines()[0]
-    with Registry(out / "sweep") as registry:
+    with Registry(out / "qs-test" / "sweep") as registry:
         assert registry.counts()["done"] == 8
-    fit = json.loads((out / "fit" / "fit.json").read_text())
+    fit_dir = out / "qs-test" / "fit"
+    fit = json.loads((fit_dir / "fit.json").read_text())
     assert fit["objective"]["points"] == 8 and fit["bootstrap"]["resamples"] == 10
-    figures = sorted(p.name for p in (out / "fit").glob("*.png"))
+    figures = sorted(p.name for p in fit_dir.glob("*.png"))
     assert "isoflop_profiles.png" in figures and "loss_vs_compute.png" in figures
     for name in figures:
-        assert str(out / "fit" / name) in printed
-    assert str(out / "fit" / "report.md") in printed
+        assert str(fit_dir / name) in printed
+    assert str(fit_dir / "report.md") in printed
 
     assert main(argv) == 0  # again: nothing left to train, the fit is rewritten
     again = capsys.readouterr().out

@@ -10,6 +10,7 @@ import sweep_fake_run
 
 from srt_jax.config import RunConfig, config_hash, replace, to_dict
 from srt_jax.scaling.loaders import EXPORT_COLUMNS, load_points
+from srt_jax.sweep import export as export_module
 from srt_jax.sweep.export import export_sweep, flatten
 from srt_jax.sweep.registry import NewRun, Registry
 
@@ -93,3 +94,23 @@ def test_runs_table_columns_pending_rows_and_flat_config(finished_sweep):
         "a.c": "[1, 2]",
         "d": None,
     }
+
+
+def test_a_failed_export_leaves_the_previous_tables_and_no_temporary_file(
+    finished_sweep, monkeypatch
+):
+    root, _ = finished_sweep
+    runs_path, curves_path = export_sweep(root)
+    before = runs_path.read_text(), curves_path.read_text()
+    real_write = export_module._write
+
+    def failing_write(path, columns, rows):
+        if path.name.startswith(".curves"):
+            raise OSError("disk full")
+        real_write(path, columns, rows)
+
+    monkeypatch.setattr(export_module, "_write", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        export_sweep(root)
+    assert (runs_path.read_text(), curves_path.read_text()) == before
+    assert sorted(p.name for p in runs_path.parent.iterdir()) == ["curves.csv", "runs.csv"]

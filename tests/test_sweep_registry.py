@@ -101,6 +101,17 @@ def test_retry_failed_and_release(tmp_path):
     assert [e["event"] for e in registry.events("run00")][-3:] == ["retry", "claim", "release"]
 
 
+def test_release_after_a_crash_counts_the_attempt(tmp_path):
+    """The Ray executor gives back the run of a dead task with its attempt counted."""
+    registry = make_registry(tmp_path, 1)
+    first = registry.claim("a", heartbeat_timeout=60, max_attempts=2)
+    assert registry.release("run00", "a", "ray task failed", attempt_counts=True)
+    run = registry.runs()[0]
+    assert (run["status"], run["attempts"], run["worker"]) == ("pending", 1, None)
+    second = registry.claim("a", heartbeat_timeout=60, max_attempts=2)
+    assert (first.attempt, second.attempt) == (1, 2)
+
+
 def _claim_all(root: str, worker: str, start, queue) -> None:
     start.wait()
     claimed = []

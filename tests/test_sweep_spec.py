@@ -154,6 +154,8 @@ def test_spec_errors_name_the_key_and_the_line(tmp_path):
     assert "bad.yaml:6" in message and "train.tokens" in message
     message = error_of(tmp_path, f"name: x\n{data}isoflop:\n  budgets: [1e9]\n")
     assert "needs a 'shapes' axis" in message
+    message = error_of(tmp_path, f"name: x\n{data}shapes:\nisoflop:\n  budgets: [1e9]\n")
+    assert "needs a 'shapes' axis" in message
     message = error_of(tmp_path, "name: 'a b'\n")
     assert "bad.yaml:1" in message and "name" in message
 

@@ -3,9 +3,11 @@
 Gets the data (MovieLens-100K from the package registry, or a synthetic log), runs the
 small IsoFLOP sweep of ``sweeps/quickstart.yaml`` (3 compute budgets x 4 shapes) with the
 local executor, exports it, fits the scaling law exactly as ``srt-jax fit`` does, and writes
-the figures and ``report.md``. Everything goes under ``--out`` (default ``quickstart_out``):
-``sweep/`` (the sweep root: registry, run directories, export) and ``fit/`` (fit.json,
-figures, report.md). Running it again resumes an interrupted sweep and refits.
+the figures and ``report.md``. Everything goes under ``--out`` (default ``quickstart_out``),
+in a directory named after the sweep (``quickstart``, ``quickstart-synthetic``): ``sweep/``
+(the sweep root: registry, run directories, export) and ``fit/`` (fit.json, figures,
+report.md). Running it again resumes an interrupted sweep (failed runs are tried again) and
+refits.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from srt_jax.scaling.loaders import load_points
 from srt_jax.scaling.report import write_results
 from srt_jax.sweep.export import export_sweep
 from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
+from srt_jax.sweep.registry import Registry
 from srt_jax.sweep.spec import SweepSpec, load_spec
 
 QUICKSTART_SPEC = Path(__file__).resolve().parents[2] / "sweeps" / "quickstart.yaml"
@@ -106,8 +109,12 @@ def run_quickstart(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    root = out / "sweep"
+    root = out / spec.name / "sweep"
     registered = register_sweep(spec, root)
+    if registered.counts["failed"]:
+        with Registry(root) as registry:
+            retried = registry.retry_failed()
+        print(f"      {retried} run(s) that failed last time are tried again", flush=True)
     print(
         f"[2/3] sweep {spec.name}: {sum(registered.counts.values())} runs in {root} "
         f"({counts_text(registered.counts)}; {registered.skipped} combinations skipped), "
@@ -118,12 +125,12 @@ def run_quickstart(args: argparse.Namespace) -> int:
     if counts["failed"]:
         raise SrtJaxError(
             f"{counts['failed']} run(s) of the sweep failed: `srt-jax sweep status --root "
-            f"{root}` shows why; fix it and run the quickstart again to resume"
+            f"{root}` shows why; run the quickstart again to retry them and resume"
         )
     runs_path, _ = export_sweep(root, None, "csv")
     print(f"      {counts_text(counts)}; exported to {runs_path.parent}", flush=True)
 
-    fit_dir = out / "fit"
+    fit_dir = out / spec.name / "fit"
     print(f"[3/3] fitting the scaling law ({args.bootstrap} bootstrap resamples)", flush=True)
     report = analyse(load_points(root), FitOptions(bootstrap=args.bootstrap))
     written = write_results(report, fit_dir)

@@ -46,15 +46,26 @@ def export_sweep(
         runs = registry.runs()
     if not runs:
         raise DataError(f"{root}: the sweep registry holds no runs")
-    out = Path(root) / "export" if out_dir is None else Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     root = Path(root)
+    out = root / "export" if out_dir is None else Path(out_dir)
     run_rows = [run_row(root, run) for run in runs]
     curve_rows = [row for run in runs for row in curve_rows_of(root, run)]
-    runs_path = _write(out / f"runs.{fmt}", _ordered_columns(run_rows, RUN_COLUMNS), run_rows)
-    curves_path = _write(
-        out / f"curves.{fmt}", _ordered_columns(curve_rows, CURVE_COLUMNS), curve_rows
-    )
+    tables = {
+        out / f"runs.{fmt}": (_ordered_columns(run_rows, RUN_COLUMNS), run_rows),
+        out / f"curves.{fmt}": (_ordered_columns(curve_rows, CURVE_COLUMNS), curve_rows),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    temporary: dict[Path, Path] = {}
+    try:  # both tables are written before either replaces its previous version
+        for path, (columns, rows) in tables.items():
+            temporary[path] = path.with_name(f".{path.name}.tmp")
+            _write(temporary[path], columns, rows)
+        for path, tmp in temporary.items():
+            tmp.replace(path)
+    finally:
+        for tmp in temporary.values():
+            tmp.unlink(missing_ok=True)
+    runs_path, curves_path = tables
     return runs_path, curves_path
 
 
@@ -130,20 +141,17 @@ def _ordered_columns(rows: list[dict[str, Any]], first: tuple[str, ...]) -> list
     return [*first, *[c for c in rest if "." not in c], *[c for c in rest if "." in c]]
 
 
-def _write(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
-    """Write ``rows`` as CSV or Parquet (by the suffix of ``path``), atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".parquet":
+def _write(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` to ``path`` as Parquet when ``path`` ends in ``.parquet.tmp``, else CSV."""
+    if path.name.endswith(".parquet.tmp"):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.table({c: [row.get(c) for row in rows] for c in columns})
-        pq.write_table(table, tmp)
+        pq.write_table(table, path)
     else:
-        with tmp.open("w", newline="") as handle:
+        with path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, restval="")
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    tmp.replace(path)
-    return path

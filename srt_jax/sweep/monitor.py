@@ -62,8 +62,9 @@ class SweepMonitor:
                 )
                 flops += (run["C"] or 0.0) if run["status"] == "failed" else run_flops
                 tokens += run_tokens
-        if self._tokens_at_start is None:
+        if self._tokens_at_start is None:  # work of earlier sessions: not in the rate or ETA
             self._tokens_at_start = tokens
+            self.bar.initial = min(flops, self.bar.total or flops)
         rate = (tokens - self._tokens_at_start) / max(time.monotonic() - self._start, 1e-9)
         self.bar.n = min(flops, self.bar.total or flops)
         self.bar.set_postfix_str(

@@ -30,6 +30,7 @@ from srt_jax.models.factory import build_model
 from srt_jax.progress import progress_bar
 from srt_jax.sweep.spec import Expansion, PlannedRun, SkippedRun, SweepSpec, expand
 from srt_jax.train.loop import time_steps
+from srt_jax.train.run_dir import write_atomic
 
 CALIBRATION_FILE = "calibration.json"
 MODEL_COLUMNS = ("n_layers", "d_model", "n_heads", "d_ff")
@@ -147,10 +148,7 @@ def _calibrated_seconds(
             }
             bar.update(1)
             if cache_path is not None:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-                tmp.replace(cache_path)
+                write_atomic(cache_path, json.dumps(cache, indent=1, sort_keys=True))
         bar.close()
     return {
         run.run_id: math.ceil(run.tokens / tokens_per_step(run))

@@ -154,12 +154,17 @@ class _RayDriver:
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=1.0)
         for ref in ready:
             claim = self.in_flight.pop(ref)
+            self.held.discard(claim.run_id)
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError as err:  # the task or its worker process died
-                outcome = RunOutcome("failed", None, f"ray task failed: {err}".splitlines()[0])
+                error = f"ray task failed (attempt {claim.attempt} of {self.max_attempts}): "
+                error += str(err).splitlines()[0]
+                if claim.attempt < self.max_attempts:  # again, resuming from its checkpoint
+                    self.registry.release(claim.run_id, self.worker, error, attempt_counts=True)
+                    continue
+                outcome = RunOutcome("failed", None, error)
             record(self.registry, claim.run_id, self.worker, outcome)
-            self.held.discard(claim.run_id)
         self._cancel_lost()
         return True
 

@@ -293,14 +293,17 @@ class Registry:
                 self._event(run_id, status, worker, error or "")
         return bool(cursor.rowcount)
 
-    def release(self, run_id: str, worker: str, reason: str) -> bool:
-        """Give a held run back (pending, the attempt not counted), e.g. on shutdown."""
+    def release(
+        self, run_id: str, worker: str, reason: str, *, attempt_counts: bool = False
+    ) -> bool:
+        """Give a held run back (pending): on shutdown the attempt is not counted; when the
+        process running it died (``attempt_counts``) it is, so ``max_attempts`` applies."""
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE runs SET status = 'pending', worker = NULL, heartbeat = NULL, "
-                "attempts = MAX(attempts - 1, 0) WHERE run_id = ? AND worker = ? "
+                "attempts = MAX(attempts - ?, 0) WHERE run_id = ? AND worker = ? "
                 "AND status = 'running'",
-                (run_id, worker),
+                (0 if attempt_counts else 1, run_id, worker),
             )
             if cursor.rowcount:
                 self._event(run_id, "release", worker, reason)

@@ -205,7 +205,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     isoflop = None
     if raw.get("isoflop") is not None:
         isoflop = _isoflop(raw["isoflop"], lines, fail)
-        if "shapes" not in raw:
+        if raw.get("shapes") is None:
             raise fail("isoflop", "an IsoFLOP sweep needs a 'shapes' axis (a ladder or a list)")
         sized_keys = set(BUDGET_KEYS[:2] if isoflop.evals_per_run is None else BUDGET_KEYS)
         for axis in axes:
