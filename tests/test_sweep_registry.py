@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from srt_jax.commands.sweep import format_status
 from srt_jax.errors import DataError
 from srt_jax.sweep.registry import NewRun, Registry
 
@@ -150,3 +151,15 @@ def test_concurrent_processes_claim_each_run_exactly_once(tmp_path):
                 run["summary"]["by"] in results and run["run_id"] in results[run["summary"]["by"]]
             )
         assert sum(e["event"] == "claim" for e in registry.events()) == 20
+
+
+def test_status_lists_runs_and_the_skipped_combinations_with_their_reason(tmp_path):
+    registry = make_registry(tmp_path, 2)
+    reason = "D = 10 tokens is below min_tokens 50"
+    registry.set_skipped([({"model.d_model": 64}, 1e9, 10, reason)])
+    text = format_status(registry)
+    assert text.startswith("sweep test in ") and "0 done, 0 running, 2 pending, 0 failed" in text
+    assert "run00" in text and "run01" in text
+    assert (
+        f"skipped (1 combinations that cannot run):\n  C=1e+09 model.d_model=64: {reason}" in text
+    )

@@ -156,6 +156,9 @@ def test_spec_errors_name_the_key_and_the_line(tmp_path):
     assert "needs a 'shapes' axis" in message
     message = error_of(tmp_path, f"name: x\n{data}shapes:\nisoflop:\n  budgets: [1e9]\n")
     assert "needs a 'shapes' axis" in message
+    message = error_of(tmp_path, f"name: x\n{data}grid:\n  model.n_layers: [1, 2]\nshapes: tiny\n")
+    assert "bad.yaml:6: shapes: model.n_layers is also set by grid.model.n_layers" in message
+    assert "bad.yaml:5)" in message
     message = error_of(tmp_path, "name: 'a b'\n")
     assert "bad.yaml:1" in message and "name" in message
 

@@ -225,6 +225,13 @@ def format_status(registry: Registry) -> str:
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
+    skipped = registry.skipped()
+    if skipped:
+        lines += ["", f"skipped ({len(skipped)} combinations that cannot run):"]
+        for skip in skipped:
+            shown = " ".join(f"{k}={v}" for k, v in skip["assignments"].items())
+            budget = "" if skip["budget"] is None else f"C={skip['budget']:.3g} "
+            lines.append(f"  {budget}{shown}: {skip['reason']}")
     return "\n".join(lines)
 
 

@@ -202,6 +202,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     axes = [*_grid_axes(raw.get("grid"), lines, fail), *_zip_axes(raw.get("zip"), lines, fail)]
     if raw.get("shapes") is not None:
         axes.append(_shape_axis(raw["shapes"], lines.get("shapes"), fail))
+    _check_axes_disjoint(path, axes)
     isoflop = None
     if raw.get("isoflop") is not None:
         isoflop = _isoflop(raw["isoflop"], lines, fail)
@@ -225,6 +226,20 @@ def load_spec(path: str | Path) -> SweepSpec:
         isoflop=isoflop,
         lines=lines,
     )
+
+
+def _check_axes_disjoint(path: Path, axes: list[Axis]) -> None:
+    """Raise a ConfigError when two axes set the same config key (one would hide the other)."""
+    owner: dict[str, Axis] = {}
+    for axis in axes:
+        for key in sorted(set().union(*axis.choices)):
+            first = owner.setdefault(key, axis)
+            if first is not axis:
+                raise ConfigError(
+                    f"{_where(path, axis.line)}: {axis.label}: {key} is also set by "
+                    f"{first.label} ({_where(path, first.line)}); set each key on one axis",
+                    key=axis.label,
+                )
 
 
 def _where(path: Path, line: int | None) -> str:
