@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import resource
 import time
 from collections.abc import Callable
 
@@ -24,9 +23,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srt_jax.config import ModelConfig, TrainConfig
-from srt_jax.models.counting import flops_per_token
+from srt_jax.models.counting import TRAINING_PER_FORWARD, flops_per_token
 from srt_jax.models.factory import build_model
 from srt_jax.progress import progress_bar
+from srt_jax.train.loop import peak_rss_mb
 from srt_jax.train.losses import compute_loss
 
 N_ITEMS = 1682  # MovieLens-100K
@@ -120,8 +120,8 @@ def bench_shape(name: str, loss: str, rounds: int, variants: bool) -> None:
     work = {
         "model+loss fwd+bwd": flops.total,
         "  without dropout": flops.total,
-        "  backbone only": 3 * (flops.backbone + flops.attention),
-        "  loss only": 3 * flops.output,
+        "  backbone only": TRAINING_PER_FORWARD * (flops.backbone + flops.attention),
+        "  loss only": TRAINING_PER_FORWARD * flops.output,
         "  forward only": flops.forward,
     }
     if not variants:
@@ -143,7 +143,7 @@ def bench_shape(name: str, loss: str, rounds: int, variants: bool) -> None:
             f"{label:22s} {best[label] * 1e3:8.1f} ms/step {positions / best[label]:9.0f} "
             f"positions/s {rate / 1e9:6.1f} GFLOP/s = {rate / matmul_rate:5.1%} of matmul"
         )
-    print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(f"peak RSS so far: {peak_rss_mb() / 1024:.2f} GiB")
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ from flax import nnx
 from srt_jax.config import RunConfig, load_config, replace
 from srt_jax.models.factory import build_model
 from srt_jax.train.loop import build_run, peak_rss_mb, train
+from srt_jax.train.run_dir import RunDirectory
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml100k_sasrec.yaml"
 SHAPES = {
@@ -127,11 +128,7 @@ def time_to_quality(config: RunConfig) -> dict:
     """Train ``config`` in a temporary run directory; loop seconds to valid NDCG@10 0.050."""
     with tempfile.TemporaryDirectory() as run_dir:
         summary = train(config, run_dir, progress=False)
-        evals = [
-            json.loads(line)
-            for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-            if '"kind": "eval"' in line
-        ]
+        evals = [r for r in RunDirectory(run_dir).read_metrics() if r["kind"] == "eval"]
     reached = next(
         (i for i, e in enumerate(evals) if e["metrics"]["ndcg@10"] >= QUALITY_NDCG), None
     )

@@ -133,6 +133,18 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a rate in [0, 1)")
         _check(self.hash_buckets >= 2, "model.hash_buckets", self.hash_buckets, "an integer >= 2")
         _check(self.n_hashes >= 1, "model.n_hashes", self.n_hashes, "an integer >= 1")
+        _check(
+            self.positions != "rope" or (self.d_model // self.n_heads) % 2 == 0,
+            "model.positions",
+            self.positions,
+            f"'learned' when d_model / n_heads = {self.d_model} / {self.n_heads} is odd "
+            "(rope needs an even head size)",
+        )
+
+    @property
+    def ffn_dim(self) -> int:
+        """Feed-forward width: ``d_ff``, or ``4 * d_model`` when null."""
+        return self.d_ff or 4 * self.d_model
 
 
 @dataclass(frozen=True)

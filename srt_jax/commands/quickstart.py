@@ -111,16 +111,19 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
     root = out / spec.name / "sweep"
     registered = register_sweep(spec, root)
-    if registered.counts["failed"]:
+    counts, retried = registered.counts, 0
+    if counts["failed"]:
         with Registry(root) as registry:
             retried = registry.retry_failed()
-        print(f"      {retried} run(s) that failed last time are tried again", flush=True)
+            counts = registry.counts()
     print(
-        f"[2/3] sweep {spec.name}: {sum(registered.counts.values())} runs in {root} "
-        f"({counts_text(registered.counts)}; {registered.skipped} combinations skipped), "
+        f"[2/3] sweep {spec.name}: {sum(counts.values())} runs in {root} "
+        f"({counts_text(counts)}; {registered.skipped} combinations skipped), "
         f"{args.workers} worker(s)",
         flush=True,
     )
+    if retried:
+        print(f"      {retried} run(s) that failed last time are tried again", flush=True)
     counts = execute_sweep(root, workers=args.workers)
     if counts["failed"]:
         raise SrtJaxError(
@@ -132,7 +135,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
 
     fit_dir = out / spec.name / "fit"
     print(f"[3/3] fitting the scaling law ({args.bootstrap} bootstrap resamples)", flush=True)
-    report = analyse(load_points(root), FitOptions(bootstrap=args.bootstrap))
+    report = analyse(load_points(runs_path.parent), FitOptions(bootstrap=args.bootstrap))
     written = write_results(report, fit_dir)
     print(summary_table(report))
     figures = [p for p in written if p.suffix == ".png"]

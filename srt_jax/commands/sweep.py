@@ -19,12 +19,11 @@ from srt_jax.config import ModelConfig, from_dict
 from srt_jax.errors import DataError
 from srt_jax.sweep.export import export_sweep
 from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
-from srt_jax.sweep.plan import format_plan, make_plan, shape_label
+from srt_jax.sweep.plan import format_plan, make_plan, shape_label, skipped_lines
 from srt_jax.sweep.registry import REGISTRY_FILE, Registry
-from srt_jax.sweep.spec import default_root, load_spec
+from srt_jax.sweep.spec import SWEEPS_OUT, default_root, load_spec
 from srt_jax.sweep.worker import DEFAULT_RUN_FN, resolve_run_fn, worker_loop
 
-SWEEPS_OUT = Path("sweeps_out")
 DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -225,13 +224,7 @@ def format_status(registry: Registry) -> str:
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
-    skipped = registry.skipped()
-    if skipped:
-        lines += ["", f"skipped ({len(skipped)} combinations that cannot run):"]
-        for skip in skipped:
-            shown = " ".join(f"{k}={v}" for k, v in skip["assignments"].items())
-            budget = "" if skip["budget"] is None else f"C={skip['budget']:.3g} "
-            lines.append(f"  {budget}{shown}: {skip['reason']}")
+    lines += skipped_lines((s["assignments"], s["budget"], s["reason"]) for s in registry.skipped())
     return "\n".join(lines)
 
 

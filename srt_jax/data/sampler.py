@@ -47,6 +47,7 @@ segments once, in order, each with up to ``L`` items of context.
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -84,9 +85,10 @@ class Batch:
     positions: np.ndarray
     user: np.ndarray
 
-    @property
+    @functools.cached_property
     def n_targets(self) -> int:
-        """Number of counted targets in the batch."""
+        """Number of counted targets in the batch (counted once; the loop, the progress bar
+        and the token budget all read it)."""
         return int(np.count_nonzero(self.mask))
 
     def truncated(self, n: int) -> Batch:

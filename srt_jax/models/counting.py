@@ -47,6 +47,10 @@ def count_params(model: nnx.Module) -> ParamCounts:
     return ParamCounts(total=total, embedding=embedding, non_embedding=total - embedding)
 
 
+TRAINING_PER_FORWARD = 3.0
+"""Training FLOPs per forward FLOP: the backward pass costs twice the forward."""
+
+
 @dataclass(frozen=True)
 class FlopsBreakdown:
     """Forward FLOPs per computed position, by part.
@@ -73,7 +77,12 @@ class FlopsBreakdown:
     @property
     def total(self) -> float:
         """Training FLOPs per position: forward x 3 (backward = 2 x forward)."""
-        return 3.0 * self.forward
+        return TRAINING_PER_FORWARD * self.forward
+
+    def training_parts(self) -> dict[str, float]:
+        """Training FLOPs per position of each part (forward x 3), by part name."""
+        parts = ("backbone", "attention", "embedding", "output")
+        return {name: TRAINING_PER_FORWARD * getattr(self, name) for name in parts}
 
 
 def output_candidates(train_cfg: TrainConfig, n_items: int) -> int:
@@ -91,7 +100,7 @@ def flops_per_token(
 ) -> FlopsBreakdown:
     """Analytic forward FLOPs per position of the transformer trained with ``train_cfg``."""
     d, L = model_cfg.d_model, max_len
-    d_ff = model_cfg.d_ff or 4 * d
+    d_ff = model_cfg.ffn_dim
     per_layer_matmuls = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * d_ff
     per_layer_attention = 2 * 2 * L * d
     embedding = 0.0

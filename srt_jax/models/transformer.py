@@ -21,7 +21,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srt_jax.config import ModelConfig
-from srt_jax.errors import ConfigError
 from srt_jax.models.item_encoders import EMBEDDING_INIT, EmbeddingParam, make_item_encoder
 
 ROPE_BASE = 10_000.0
@@ -83,13 +82,7 @@ class CausalSelfAttention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, *, rngs: nnx.Rngs):
         self.n_heads = cfg.n_heads
-        self.use_rope = cfg.positions == "rope"
-        if self.use_rope and (cfg.d_model // cfg.n_heads) % 2:
-            raise ConfigError(
-                f"model.positions = 'rope' needs an even head size, but d_model / n_heads = "
-                f"{cfg.d_model} / {cfg.n_heads} is odd",
-                key="model.positions",
-            )
+        self.use_rope = cfg.positions == "rope"  # ModelConfig ensures an even head size
         self.qkv = nnx.Linear(cfg.d_model, 3 * cfg.d_model, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(cfg.d_model, cfg.d_model, dtype=dtype, rngs=rngs)
 
@@ -115,7 +108,7 @@ class FeedForward(nnx.Module):
     """``Linear(D, F) -> GELU -> Linear(F, D)``."""
 
     def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, *, rngs: nnx.Rngs):
-        d_ff = cfg.d_ff or 4 * cfg.d_model
+        d_ff = cfg.ffn_dim
         self.up = nnx.Linear(cfg.d_model, d_ff, dtype=dtype, rngs=rngs)
         self.down = nnx.Linear(d_ff, cfg.d_model, dtype=dtype, rngs=rngs)
 

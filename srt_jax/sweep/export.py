@@ -30,11 +30,12 @@ from typing import Any, Literal
 
 from srt_jax.config import flat_dict
 from srt_jax.errors import DataError
+from srt_jax.scaling.loaders import CURVE_COLUMNS, EXPORT_COLUMNS
 from srt_jax.sweep.registry import Registry
+from srt_jax.train.run_dir import METRICS_FILE
 
 ExportFormat = Literal["csv", "parquet"]
-RUN_COLUMNS = ("run_id", "status", "N", "N_non_embedding", "N_embedding", "D", "C", "loss")
-CURVE_COLUMNS = ("run_id", "step", "tokens", "flops", "loss")
+RUN_COLUMNS = EXPORT_COLUMNS  # the columns `srt-jax fit` reads back (srt_jax.scaling.loaders)
 
 
 def export_sweep(
@@ -102,7 +103,7 @@ def run_row(root: Path, run: dict[str, Any]) -> dict[str, Any]:
 
 def curve_rows_of(root: Path, run: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The evaluation lines of one run's metrics.jsonl as curve rows."""
-    path = root / run["run_dir"] / "metrics.jsonl"
+    path = root / run["run_dir"] / METRICS_FILE
     if not path.is_file():
         return
     with path.open() as handle:

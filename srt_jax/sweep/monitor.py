@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from srt_jax.progress import progress_bar
-from srt_jax.sweep.registry import Registry
+from srt_jax.sweep.registry import STATUSES, Registry
+from srt_jax.train.run_dir import METRICS_FILE
 
 
 def last_progress(metrics_path: Path) -> tuple[float, float]:
@@ -49,7 +50,7 @@ class SweepMonitor:
 
     def update(self) -> dict[str, int]:
         """Refresh the display; return the counts per status."""
-        counts = dict.fromkeys(("pending", "running", "done", "failed"), 0)
+        counts = dict.fromkeys(STATUSES, 0)
         flops = tokens = 0.0
         for run in self.registry.runs():
             counts[run["status"]] += 1
@@ -58,7 +59,7 @@ class SweepMonitor:
                 tokens += run["D"] or 0.0
             elif run["status"] != "pending":
                 run_tokens, run_flops = last_progress(
-                    self.registry.root / run["run_dir"] / "metrics.jsonl"
+                    self.registry.root / run["run_dir"] / METRICS_FILE
                 )
                 flops += (run["C"] or 0.0) if run["status"] == "failed" else run_flops
                 tokens += run_tokens

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from srt_jax.data.sampler import WindowSampler
 from srt_jax.models.counting import ParamCounts, count_params, six_n_d
 from srt_jax.models.factory import build_model
 from srt_jax.progress import progress_bar
-from srt_jax.sweep.spec import Expansion, PlannedRun, SkippedRun, SweepSpec, expand
+from srt_jax.sweep.spec import PlannedRun, SkippedRun, SweepSpec, expand
 from srt_jax.train.loop import time_steps
 from srt_jax.train.run_dir import write_atomic
 
@@ -78,11 +79,10 @@ def make_plan(
     root: str | Path | None = None,
     calibrate: bool = True,
     calibration_steps: int = 5,
-    expansion: Expansion | None = None,
 ) -> Plan:
     """The plan of ``spec``; with ``calibrate``, time ``calibration_steps`` real steps per
     distinct step shape (cached in ``<root>/calibration.json`` when ``root`` is given)."""
-    expansion = expansion or expand(spec)
+    expansion = expand(spec)
     seconds: dict[str, float] = {}
     if calibrate:
         seconds = _calibrated_seconds(expansion.runs, root, calibration_steps)
@@ -197,12 +197,7 @@ def format_plan(plan: Plan) -> str:
         lines.append("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    if plan.skipped:
-        lines += ["", f"skipped ({len(plan.skipped)} combinations that cannot run):"]
-        for skip in plan.skipped:
-            shown = " ".join(f"{k}={_short(v)}" for k, v in skip.assignments.items())
-            budget = "" if skip.budget is None else f"C={skip.budget:.3g} "
-            lines.append(f"  {budget}{shown}: {skip.reason}")
+    lines += skipped_lines((s.assignments, s.budget, s.reason) for s in plan.skipped)
     if plan.merged:
         lines.append(f"\n{plan.merged} combinations resolved to a config already listed")
     total = plan.total_seconds
@@ -223,7 +218,7 @@ def format_plan(plan: Plan) -> str:
 
 def shape_label(model: ModelConfig) -> str:
     """``layers x d_model``, heads and feed-forward width, e.g. ``2x64 h2 ff256``."""
-    return f"{model.n_layers}x{model.d_model} h{model.n_heads} ff{model.d_ff or 4 * model.d_model}"
+    return f"{model.n_layers}x{model.d_model} h{model.n_heads} ff{model.ffn_dim}"
 
 
 def _varying_keys(plan: Plan) -> list[str]:
@@ -234,6 +229,18 @@ def _varying_keys(plan: Plan) -> list[str]:
             if not key.startswith("model."):
                 keys.setdefault(key, set()).add(json.dumps(value))
     return [k for k, values in keys.items() if len(values) > 1]
+
+
+def skipped_lines(skipped: Iterable[tuple[dict[str, Any], float | None, str]]) -> list[str]:
+    """Text lines listing ``(assignments, budget, reason)`` combinations that cannot run
+    (none when there are none), for ``sweep plan`` and ``sweep status``."""
+    lines = []
+    for assignments, budget, reason in skipped:
+        shown = " ".join(f"{k}={_short(v)}" for k, v in assignments.items())
+        lines.append(f"  {'' if budget is None else f'C={budget:.3g} '}{shown}: {reason}")
+    if not lines:
+        return []
+    return ["", f"skipped ({len(lines)} combinations that cannot run):", *lines]
 
 
 def _short(value: Any) -> str:

@@ -67,6 +67,8 @@ from srt_jax.train.loop import token_budget
 
 SPEC_KEYS = ("name", "description", "base", "config", "grid", "zip", "shapes", "isoflop")
 ISOFLOP_KEYS = ("budgets", "min_tokens", "max_epochs", "evals_per_run")
+SWEEPS_OUT = Path("sweeps_out")
+"""Where sweeps live by default (relative to the working directory)."""
 BUDGET_KEYS = ("train.tokens", "train.epochs", "train.eval_every_tokens")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -490,4 +492,4 @@ def _infeasible(
 
 def default_root(spec: SweepSpec) -> Path:
     """The sweep's default root directory: ``sweeps_out/<name>`` under the working directory."""
-    return Path("sweeps_out") / spec.name
+    return SWEEPS_OUT / spec.name

@@ -33,6 +33,7 @@ from typing import Any
 from srt_jax.config import RunConfig, from_dict
 from srt_jax.errors import ConfigError, SrtJaxError
 from srt_jax.sweep.registry import Registry
+from srt_jax.train.run_dir import SUMMARY_FILE
 
 DEFAULT_RUN_FN = "srt_jax.train.loop:train"
 JAX_CACHE_DIR = "jax_cache"
@@ -145,7 +146,7 @@ def run_claimed(
 
 
 def _read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / "summary.json"
+    path = Path(run_dir) / SUMMARY_FILE
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -108,6 +108,11 @@ class Checkpoints:
         )
         return restored.state, dict(restored.loop)
 
+    def restore_loop(self, step: int) -> dict[str, Any]:
+        """The loop state of ``step`` alone (no array is read)."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))
+        return dict(restored.loop)
+
     def close(self) -> None:
         """Finish pending work and release the manager."""
         self.manager.close()

@@ -46,7 +46,7 @@ from jax.sharding import Mesh
 from srt_jax.config import EvalConfig
 from srt_jax.data.sampler import gather_windows, iter_eval_batches
 from srt_jax.data.splits import Split, Targets
-from srt_jax.train.losses import full_softmax_loss
+from srt_jax.train.losses import full_softmax_loss, scores, target_scores
 from srt_jax.train.metrics import ranking_metrics
 from srt_jax.train.step import DATA_AXIS, batch_sharding, replicated
 
@@ -85,10 +85,7 @@ def rank_targets(
     item_chunk = min(item_chunk, V)
     n_chunks = -(-V // item_chunk)
     table_PxD = jnp.pad(table_VxD, ((0, n_chunks * item_chunk - V), (0, 0)))
-    target_rows_UxD = jnp.take(table_VxD, targets_U, axis=0).astype(hidden_UxD.dtype)
-    target_score_U = jnp.einsum(
-        "ud,ud->u", hidden_UxD, target_rows_UxD, preferred_element_type=jnp.float32
-    )
+    target_score_U = target_scores(hidden_UxD, table_VxD, targets_U)
     rows_U = jnp.arange(U)[:, None]
 
     def in_chunk(items_UxK: jax.Array, first: jax.Array) -> jax.Array:
@@ -101,12 +98,7 @@ def rank_targets(
     def count_chunk(counts: tuple[jax.Array, jax.Array], c: jax.Array):
         first = c * item_chunk
         rows_CxD = jax.lax.dynamic_slice_in_dim(table_PxD, first, item_chunk)
-        scores_UxC = jnp.einsum(
-            "ud,cd->uc",
-            hidden_UxD,
-            rows_CxD.astype(hidden_UxD.dtype),
-            preferred_element_type=jnp.float32,
-        )
+        scores_UxC = scores(hidden_UxD, rows_CxD)
         item_C = first + jnp.arange(item_chunk)
         eligible_UxC = (item_C >= 1) & (item_C < V) & (item_C != targets_U[:, None])
         if candidates_UxN is not None:
@@ -190,7 +182,7 @@ class Evaluator:
             targets_U,
             seen_UxH,
             candidates_UxN[0] if candidates_UxN else None,
-            min(self.cfg.item_chunk, self.n_items + 1),
+            self.cfg.item_chunk,
         )
 
     # ------------------------------------------------------------------ public

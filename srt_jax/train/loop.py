@@ -231,12 +231,7 @@ class _Training:
             "params_embedding": counts.embedding,
             "params_non_embedding": counts.non_embedding,
             "flops_per_token": flops.total,
-            "flops_per_token_breakdown": {
-                "backbone": 3.0 * flops.backbone,
-                "attention": 3.0 * flops.attention,
-                "embedding": 3.0 * flops.embedding,
-                "output": 3.0 * flops.output,
-            },
+            "flops_per_token_breakdown": flops.training_parts(),
             "flops_6nd": six_n_d(counts.non_embedding, ls.tokens),
             "flops_6nd_params": "params_non_embedding",
             "train_flops": self.flops(ls.tokens),
@@ -488,11 +483,9 @@ def evaluate_run(run_dir: str | Path, which: SplitName, *, progress: bool = Fals
         latest = checkpoints.latest_step()
         if latest is None:
             raise TrainingError(f"{run.checkpoint_dir}: no checkpoint to evaluate")
-        state, raw = checkpoints.restore(latest, parts.step.abstract_state())
-        best = LoopState.from_json(raw).best
+        best = LoopState.from_json(checkpoints.restore_loop(latest)).best
         step = latest if best is None else best["step"]
-        if step != latest:
-            state, _ = checkpoints.restore(step, parts.step.abstract_state())
+        state, _ = checkpoints.restore(step, parts.step.abstract_state())
     finally:
         checkpoints.close()
     params = state["params"]

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 
 from srt_jax.config import TrainConfig
-from srt_jax.errors import ConfigError
 
 MAX_CHUNK_LOGITS = 2**20
 """Full softmax scores positions in chunks of at most this many logits (4 MiB of float32,
@@ -77,14 +76,14 @@ def _flatten(
     return hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1]), targets_N, mask_N
 
 
-def _scores(h_NxD: jax.Array, items_MxD: jax.Array) -> jax.Array:
+def scores(h_NxD: jax.Array, items_MxD: jax.Array) -> jax.Array:
     """``h @ items.T`` in the hidden's dtype with float32 results, ``[N, M]``."""
     return jnp.einsum(
         "nd,md->nm", h_NxD, items_MxD.astype(h_NxD.dtype), preferred_element_type=jnp.float32
     )
 
 
-def _target_scores(h_NxD: jax.Array, table_VxD: jax.Array, items_N: jax.Array) -> jax.Array:
+def target_scores(h_NxD: jax.Array, table_VxD: jax.Array, items_N: jax.Array) -> jax.Array:
     """``h_n · table[items_n]`` per position, float32 ``[N]``."""
     rows_NxD = jnp.take(table_VxD, items_N, axis=0).astype(h_NxD.dtype)
     return jnp.einsum("nd,nd->n", h_NxD, rows_NxD, preferred_element_type=jnp.float32)
@@ -147,7 +146,7 @@ def _cross_entropy_chunks(
 
     def chunk(carry: tuple[jax.Array, ...], xs: tuple[jax.Array, ...]):
         h_CxD, labels_C, weights_C = xs
-        logits_CxI = _scores(h_CxD, items_IxD)
+        logits_CxI = scores(h_CxD, items_IxD)
         lse_C = jax.nn.logsumexp(logits_CxI, axis=1)
         loss_C = lse_C - jnp.take_along_axis(logits_CxI, labels_C[:, None], axis=1)[:, 0]
         loss_sum = carry[0] + (weights_C * loss_C).sum()
@@ -217,8 +216,8 @@ def sampled_softmax_loss(
     (finite for every real item), and negatives equal to the target are left out.
     """
     h_NxD, targets_N, mask_N = _flatten(hidden_BxLxD, targets_BxL, mask_BxL)
-    pos_N = _target_scores(h_NxD, item_table_VxD, targets_N) - log_q_V[targets_N]
-    neg_NxK = _scores(h_NxD, jnp.take(item_table_VxD, negatives_K, axis=0)) - log_q_V[negatives_K]
+    pos_N = target_scores(h_NxD, item_table_VxD, targets_N) - log_q_V[targets_N]
+    neg_NxK = scores(h_NxD, jnp.take(item_table_VxD, negatives_K, axis=0)) - log_q_V[negatives_K]
     neg_NxK = jnp.where(negatives_K[None, :] == targets_N[:, None], -jnp.inf, neg_NxK)
     logits_Nx1K = jnp.concatenate([pos_N[:, None], neg_NxK], axis=1)
     return _masked_sum(jax.nn.logsumexp(logits_Nx1K, axis=1) - pos_N, mask_N)
@@ -238,8 +237,8 @@ def bce_loss(
     """
     h_NxD, targets_N, mask_N = _flatten(hidden_BxLxD, targets_BxL, mask_BxL)
     negatives_N = negatives_BxL.reshape(-1)
-    pos_N = _target_scores(h_NxD, item_table_VxD, targets_N)
-    neg_N = _target_scores(h_NxD, item_table_VxD, negatives_N)
+    pos_N = target_scores(h_NxD, item_table_VxD, targets_N)
+    neg_N = target_scores(h_NxD, item_table_VxD, negatives_N)
     loss_N = jax.nn.softplus(-pos_N) + jnp.where(
         negatives_N == targets_N, 0.0, jax.nn.softplus(neg_N)
     )
@@ -270,8 +269,8 @@ def gbce_loss(
     """
     h_NxD, targets_N, mask_N = _flatten(hidden_BxLxD, targets_BxL, mask_BxL)
     beta = gbce_beta(negatives_K.shape[0], item_table_VxD.shape[0] - 1, t)
-    pos_N = _target_scores(h_NxD, item_table_VxD, targets_N)
-    neg_NxK = _scores(h_NxD, jnp.take(item_table_VxD, negatives_K, axis=0))
+    pos_N = target_scores(h_NxD, item_table_VxD, targets_N)
+    neg_NxK = scores(h_NxD, jnp.take(item_table_VxD, negatives_K, axis=0))
     neg_terms_NxK = jnp.where(
         negatives_K[None, :] == targets_N[:, None], 0.0, jax.nn.softplus(neg_NxK)
     )
@@ -327,12 +326,6 @@ def _negatives_log_q(
         if item_log_q is not None:
             raise ValueError("item_log_q is only used with train.negatives = popularity")
         return uniform_log_q(n_items)
-    if train_cfg.loss == "gbce":
-        raise ConfigError(
-            "train.negatives = 'popularity' is invalid with train.loss = 'gbce': "
-            "gBCE's calibration assumes uniform negatives",
-            key="train.negatives",
-        )
     if item_log_q is None:
         raise ValueError("train.negatives = popularity needs item_log_q (log_q_from_counts)")
     return item_log_q
