@@ -17,9 +17,10 @@ from pathlib import Path
 from srt_jax.commands.argtypes import int_list, positive_float, positive_int
 from srt_jax.config import ModelConfig, from_dict
 from srt_jax.errors import DataError
+from srt_jax.models.factory import shape_label
 from srt_jax.sweep.export import export_sweep
 from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
-from srt_jax.sweep.plan import format_plan, make_plan, shape_label, skipped_lines
+from srt_jax.sweep.plan import format_plan, make_plan, skipped_lines
 from srt_jax.sweep.registry import REGISTRY_FILE, Registry
 from srt_jax.sweep.spec import SWEEPS_OUT, default_root, load_spec
 from srt_jax.sweep.worker import DEFAULT_RUN_FN, resolve_run_fn, worker_loop

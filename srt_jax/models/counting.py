@@ -21,6 +21,7 @@ import jax
 from flax import nnx
 
 from srt_jax.config import ModelConfig, TrainConfig
+from srt_jax.models.factory import backbone_entry
 from srt_jax.models.item_encoders import EmbeddingParam
 
 
@@ -56,8 +57,12 @@ class FlopsBreakdown:
     """Forward FLOPs per computed position, by part.
 
     Attributes:
-      backbone: QKV and output projections and the feed-forward matmuls, all layers.
-      attention: scores ``Q K^T`` and ``A V`` over the full ``max_len`` keys, all layers.
+      backbone: the blocks' dense projections and feed-forward matmuls, all layers (for the
+        transformer: QKV, output and feed-forward; for Mamba: input, x, dt, output and
+        feed-forward projections).
+      attention: scores ``Q K^T`` and ``A V`` over the full ``max_len`` keys, all layers
+        (0 for Mamba).
+      scan: causal convolution and selective scan, all layers (0 for the transformer).
       embedding: sums of hashed buckets — the inputs', and the output table's built once per
         step and spread over the step's ``batch_size x max_len`` positions (0 for ID tables).
       output: scoring the candidates of the loss used: n_items rows (full softmax), K + 1
@@ -66,13 +71,14 @@ class FlopsBreakdown:
 
     backbone: float
     attention: float
+    scan: float
     embedding: float
     output: float
 
     @property
     def forward(self) -> float:
         """Forward FLOPs per position."""
-        return self.backbone + self.attention + self.embedding + self.output
+        return self.backbone + self.attention + self.scan + self.embedding + self.output
 
     @property
     def total(self) -> float:
@@ -81,7 +87,7 @@ class FlopsBreakdown:
 
     def training_parts(self) -> dict[str, float]:
         """Training FLOPs per position of each part (forward x 3), by part name."""
-        parts = ("backbone", "attention", "embedding", "output")
+        parts = ("backbone", "attention", "scan", "embedding", "output")
         return {name: TRAINING_PER_FORWARD * getattr(self, name) for name in parts}
 
 
@@ -98,19 +104,19 @@ def output_candidates(train_cfg: TrainConfig, n_items: int) -> int:
 def flops_per_token(
     model_cfg: ModelConfig, n_items: int, max_len: int, train_cfg: TrainConfig
 ) -> FlopsBreakdown:
-    """Analytic forward FLOPs per position of the transformer trained with ``train_cfg``."""
+    """Analytic forward FLOPs per position of the model ``model_cfg`` trained with
+    ``train_cfg``: its backbone's own block count plus the item encoder and the loss."""
     d, L = model_cfg.d_model, max_len
-    d_ff = model_cfg.ffn_dim
-    per_layer_matmuls = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * d_ff
-    per_layer_attention = 2 * 2 * L * d
+    blocks = backbone_entry(model_cfg).block_flops(model_cfg, L)
     embedding = 0.0
     if model_cfg.item_encoder == "hashed":
         bucket_sums = (model_cfg.n_hashes - 1) * d
         positions_per_step = train_cfg.batch_size * L
         embedding = bucket_sums * (1 + (n_items + 1) / positions_per_step)
     return FlopsBreakdown(
-        backbone=float(model_cfg.n_layers * per_layer_matmuls),
-        attention=float(model_cfg.n_layers * per_layer_attention),
+        backbone=blocks.backbone,
+        attention=blocks.attention,
+        scan=blocks.scan,
         embedding=float(embedding),
         output=float(2 * d * output_candidates(train_cfg, n_items)),
     )

@@ -1,14 +1,9 @@
-"""Build the backbone named by ``ModelConfig.backbone``.
+"""The registry of backbones and ``build_model``, which builds the one a config names.
 
-Every backbone is an ``nnx.Module`` with the same interface, so losses, training steps and
-evaluation never depend on which one they get:
-
-* ``model(inputs_BxL, positions_BxL=None, *, rngs=None) -> hidden_BxLxD`` — causal hidden
-  states of item indices (0 = padding); ``rngs`` (e.g. ``nnx.Rngs(dropout=key)``) drives
-  dropout in training mode.
-* ``model.item_table() -> [n_items + 1, D]`` — the output item table (row 0 = padding, never
-  a target) that losses and evaluation score hidden states against.
-* ``model.train()`` / ``model.eval()`` — dropout on / off.
+Every backbone follows :class:`srt_jax.models.backbone.Backbone`, so losses, training steps
+and evaluation never depend on which one they get; each brings its own FLOP count and shape
+label (:class:`srt_jax.models.backbone.BackboneEntry`), which is how sweeps, plans and
+summaries cost and describe a run of it.
 """
 
 from __future__ import annotations
@@ -16,11 +11,32 @@ from __future__ import annotations
 from flax import nnx
 
 from srt_jax.config import ModelConfig
-from srt_jax.models.transformer import SeqRecTransformer
+from srt_jax.models.backbone import Backbone, BackboneEntry
+from srt_jax.models.mamba import Mamba4Rec, mamba_block_flops, mamba_shape_label
+from srt_jax.models.transformer import (
+    SeqRecTransformer,
+    transformer_block_flops,
+    transformer_shape_label,
+)
 
-BACKBONES = {"transformer": SeqRecTransformer}
+BACKBONES: dict[str, BackboneEntry] = {
+    "transformer": BackboneEntry(
+        SeqRecTransformer, transformer_block_flops, transformer_shape_label
+    ),
+    "mamba": BackboneEntry(Mamba4Rec, mamba_block_flops, mamba_shape_label),
+}
 
 
-def build_model(cfg: ModelConfig, n_items: int, max_len: int, rngs: nnx.Rngs) -> nnx.Module:
+def backbone_entry(cfg: ModelConfig) -> BackboneEntry:
+    """The registry entry of ``cfg.backbone``."""
+    return BACKBONES[cfg.backbone]
+
+
+def build_model(cfg: ModelConfig, n_items: int, max_len: int, rngs: nnx.Rngs) -> Backbone:
     """A freshly initialised backbone for a catalog of ``n_items`` and windows of ``max_len``."""
-    return BACKBONES[cfg.backbone](cfg, n_items, max_len, rngs=rngs)
+    return backbone_entry(cfg).build(cfg, n_items, max_len, rngs=rngs)
+
+
+def shape_label(cfg: ModelConfig) -> str:
+    """A short description of the model's shape for tables, e.g. ``2x64 h2 ff256``."""
+    return backbone_entry(cfg).shape_label(cfg)

@@ -27,14 +27,13 @@ from flax import nnx
 from srt_jax.config import ModelConfig, RunConfig, config_hash, to_dict
 from srt_jax.data.sampler import WindowSampler
 from srt_jax.models.counting import ParamCounts, count_params, six_n_d
-from srt_jax.models.factory import build_model
+from srt_jax.models.factory import build_model, shape_label
 from srt_jax.progress import progress_bar
 from srt_jax.sweep.spec import PlannedRun, SkippedRun, SweepSpec, expand
 from srt_jax.train.loop import time_steps
 from srt_jax.train.run_dir import write_atomic
 
 CALIBRATION_FILE = "calibration.json"
-MODEL_COLUMNS = ("n_layers", "d_model", "n_heads", "d_ff")
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ def _calibrated_seconds(
             cache[key] = {
                 "seconds_per_step": float(time_steps(run.config, steps)),
                 "steps": steps,
-                "shape": {k: to_dict(run.config.model)[k] for k in MODEL_COLUMNS},
+                "shape": shape_label(run.config.model),
             }
             bar.update(1)
             if cache_path is not None:
@@ -214,11 +213,6 @@ def format_plan(plan: Plan) -> str:
         ),
     ]
     return "\n".join(lines)
-
-
-def shape_label(model: ModelConfig) -> str:
-    """``layers x d_model``, heads and feed-forward width, e.g. ``2x64 h2 ff256``."""
-    return f"{model.n_layers}x{model.d_model} h{model.n_heads} ff{model.ffn_dim}"
 
 
 def _varying_keys(plan: Plan) -> list[str]:

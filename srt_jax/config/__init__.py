@@ -1,0 +1,54 @@
+"""Run configuration: the schema (:mod:`.schema`) and its loading machinery (:mod:`.loading`).
+
+``from srt_jax.config import RunConfig, load_config, config_hash`` is the public interface.
+"""
+
+from srt_jax.config.loading import (
+    apply_overrides,
+    build_config,
+    config_hash,
+    dump_config,
+    flat_dict,
+    from_dict,
+    load_config,
+    read_yaml,
+    replace,
+    to_dict,
+    yaml_key_lines,
+)
+from srt_jax.config.schema import (
+    Backbone,
+    DataConfig,
+    EvalConfig,
+    MambaConfig,
+    ModelConfig,
+    RunConfig,
+    SamplerMode,
+    SynthConfig,
+    TrainConfig,
+    backbone_of,
+)
+
+__all__ = [
+    "Backbone",
+    "DataConfig",
+    "EvalConfig",
+    "MambaConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SamplerMode",
+    "SynthConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "backbone_of",
+    "build_config",
+    "config_hash",
+    "dump_config",
+    "flat_dict",
+    "from_dict",
+    "load_config",
+    "read_yaml",
+    "replace",
+    "to_dict",
+    "yaml_key_lines",
+]

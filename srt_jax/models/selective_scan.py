@@ -1,0 +1,134 @@
+"""Mamba's selective scan (Gu & Dao 2023) in pure JAX: parallel, chunked and one-step forms.
+
+The recurrence, per row b, channel i and state dimension s (``selective_scan_ref`` of
+``mamba_ssm``, zero-order hold for A, Euler for B)::
+
+    dA[t]  = exp(delta[t] * A)            A = -exp(A_log) < 0, so 0 < dA <= 1
+    dBu[t] = delta[t] * u[t] * B[t]
+    h[t]   = dA[t] * h[t-1] + dBu[t]      h[-1] = 0
+    y[t]   = sum_s h[t] * C[t] + D * u[t]
+
+A position with ``delta = 0`` leaves the state exactly as it was (dA = 1, dBu = 0): that is
+how the backbone makes padding invisible.
+
+The pairs ``(dA, dBu)`` compose associatively — ``(a1, b1) then (a2, b2) = (a1 a2,
+a2 b1 + b2)`` — so all states come from ``jax.lax.associative_scan`` in O(log L) depth:
+
+* ``parallel``: one associative scan over the whole window. Memory: a few ``B x L x I x S``
+  float32 arrays (and their residuals for the backward pass).
+* ``chunked``: a sequential ``jax.lax.scan`` over chunks of ``chunk_size`` positions that
+  carries the state ``B x I x S`` from chunk to chunk, with an associative scan inside each
+  chunk (``chunk_size`` 1 is the plain recurrence). With ``remat`` each chunk is recomputed
+  in the backward pass, so memory grows with the chunk (``B x chunk x I x S``) and with L
+  only through the ``B x L x I`` inputs. L need not be a multiple of the chunk: the last
+  chunk is padded on the right, which no earlier position can see.
+* :func:`selective_scan_step`: one position given the previous state (serving).
+
+Everything runs in float32 whatever the compute dtype. Shape letters: B rows, L positions,
+I channels (Mamba's inner width), S state size, T chunk length, Q number of chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+ScanMode = Literal["parallel", "chunked"]
+
+
+def _compose(
+    earlier: tuple[jax.Array, jax.Array], later: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """``h -> a h + b`` maps composed: ``earlier`` then ``later``."""
+    a_early, b_early = earlier
+    a_late, b_late = later
+    return a_late * a_early, a_late * b_early + b_late
+
+
+def _discretize(
+    u_BxTxI: jax.Array, delta_BxTxI: jax.Array, A_IxS: jax.Array, B_BxTxS: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``(dA, dBu)``, each ``B x T x I x S`` (see the module docstring)."""
+    dA_BxTxIxS = jnp.exp(delta_BxTxI[..., None] * A_IxS)
+    dBu_BxTxIxS = (delta_BxTxI * u_BxTxI)[..., None] * B_BxTxS[:, :, None, :]
+    return dA_BxTxIxS, dBu_BxTxIxS
+
+
+def _scan_chunk(
+    h0_BxIxS: jax.Array, inputs: tuple[jax.Array, ...], A_IxS: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """States of one chunk from the state before it; returns (last state, y without D)."""
+    u_BxTxI, delta_BxTxI, B_BxTxS, C_BxTxS = inputs
+    dA_BxTxIxS, dBu_BxTxIxS = _discretize(u_BxTxI, delta_BxTxI, A_IxS, B_BxTxS)
+    decay_BxTxIxS, h_BxTxIxS = jax.lax.associative_scan(_compose, (dA_BxTxIxS, dBu_BxTxIxS), axis=1)
+    h_BxTxIxS = h_BxTxIxS + decay_BxTxIxS * h0_BxIxS[:, None]
+    y_BxTxI = jnp.einsum("btis,bts->bti", h_BxTxIxS, C_BxTxS)
+    return h_BxTxIxS[:, -1], y_BxTxI
+
+
+def selective_scan(
+    u_BxLxI: jax.Array,
+    delta_BxLxI: jax.Array,
+    A_IxS: jax.Array,
+    B_BxLxS: jax.Array,
+    C_BxLxS: jax.Array,
+    D_I: jax.Array,
+    *,
+    mode: ScanMode = "chunked",
+    chunk_size: int = 64,
+    remat: bool = False,
+) -> jax.Array:
+    """``y_BxLxI`` (float32) of the selective scan from a zero state.
+
+    Args:
+      u_BxLxI: the scan's input (after the convolution and SiLU).
+      delta_BxLxI: step sizes (>= 0; softplus already applied).
+      A_IxS: the (negative) state matrix diagonal, per channel.
+      B_BxLxS, C_BxLxS: input and output projections of each position.
+      D_I: skip connection weight per channel.
+      mode, chunk_size, remat: see the module docstring.
+    """
+    f32 = jnp.float32
+    u, delta, B, C = (x.astype(f32) for x in (u_BxLxI, delta_BxLxI, B_BxLxS, C_BxLxS))
+    A = A_IxS.astype(f32)
+    batch, L, I = u.shape
+    h0_BxIxS = jnp.zeros((batch, I, A.shape[1]), f32)
+    if mode == "parallel":
+        _, y_BxLxI = _scan_chunk(h0_BxIxS, (u, delta, B, C), A)
+        return y_BxLxI + u * D_I.astype(f32)
+    T = min(chunk_size, L)
+    Q = -(-L // T)
+
+    def chunked(x_BxLxN: jax.Array) -> jax.Array:  # -> Q x B x T x N, zero-padded on the right
+        padded = jnp.pad(x_BxLxN, ((0, 0), (0, Q * T - L), (0, 0)))
+        return padded.reshape(batch, Q, T, -1).swapaxes(0, 1)
+
+    def body(h_BxIxS: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+        return _scan_chunk(h_BxIxS, inputs, A)
+
+    if remat:
+        body = jax.checkpoint(body)
+    _, y_QxBxTxI = jax.lax.scan(body, h0_BxIxS, tuple(chunked(x) for x in (u, delta, B, C)))
+    y_BxLxI = y_QxBxTxI.swapaxes(0, 1).reshape(batch, Q * T, I)[:, :L]
+    return y_BxLxI + u * D_I.astype(f32)
+
+
+def selective_scan_step(
+    h_BxIxS: jax.Array,
+    u_BxI: jax.Array,
+    delta_BxI: jax.Array,
+    A_IxS: jax.Array,
+    B_BxS: jax.Array,
+    C_BxS: jax.Array,
+    D_I: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """One position of the recurrence: ``(h, y_BxI)`` from the previous state (float32)."""
+    f32 = jnp.float32
+    u, delta = u_BxI.astype(f32), delta_BxI.astype(f32)
+    dA_BxIxS = jnp.exp(delta[..., None] * A_IxS.astype(f32))
+    dBu_BxIxS = (delta * u)[..., None] * B_BxS.astype(f32)[:, None, :]
+    h_BxIxS = dA_BxIxS * h_BxIxS + dBu_BxIxS
+    y_BxI = jnp.einsum("bis,bs->bi", h_BxIxS, C_BxS.astype(f32)) + u * D_I.astype(f32)
+    return h_BxIxS, y_BxI
