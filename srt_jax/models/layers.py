@@ -41,9 +41,9 @@ class FeedForward(nnx.Module):
     """The position-wise feed-forward layer ``Linear(D, F) -> GELU -> [dropout] -> Linear(F, D)``.
 
     ``dropout`` (default 0: none, and no random bits drawn) is applied to the GELU output, as
-    in RecBole's and Mamba4Rec's feed-forward layer; ``approximate_gelu`` chooses the tanh
-    approximation (``jax.nn.gelu``'s default) or the exact erf form (PyTorch's ``nn.GELU()``).
-    ``kernel_init`` defaults to flax's (LeCun normal).
+    in RecBole's and Mamba4Rec's feed-forward layer. GELU is the tanh approximation
+    (``jax.nn.gelu``'s default; within 1e-3 of the exact erf form, and about 8x cheaper on
+    XLA:CPU). ``kernel_init`` defaults to flax's (LeCun normal).
     """
 
     def __init__(
@@ -54,7 +54,6 @@ class FeedForward(nnx.Module):
         *,
         rngs: nnx.Rngs,
         dropout: float = 0.0,
-        approximate_gelu: bool = True,
         kernel_init: nnx.Initializer | None = None,
     ):
         kernel_init = kernel_init or nnx.initializers.lecun_normal()
@@ -62,10 +61,9 @@ class FeedForward(nnx.Module):
         self.down = nnx.Linear(d_ff, d_model, dtype=dtype, kernel_init=kernel_init, rngs=rngs)
         # no module at rate 0: building one would draw from ``rngs`` and shift every later init
         self.dropout = Dropout(dropout, rngs=rngs) if dropout > 0 else None
-        self.approximate_gelu = approximate_gelu
 
     def __call__(self, x_BxLxD: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        h_BxLxF = jax.nn.gelu(self.up(x_BxLxD), approximate=self.approximate_gelu)
+        h_BxLxF = jax.nn.gelu(self.up(x_BxLxD))
         if self.dropout is not None:
             h_BxLxF = self.dropout(h_BxLxF, rngs=rngs)
         return self.down(h_BxLxF)

@@ -20,7 +20,7 @@ and the Mamba block (Gu & Dao 2023, ``mamba_ssm``'s ``Mamba``)::
     y = selective_scan(u, delta, A = -exp(A_log), B, C, D) * SiLU(z)
     out = out_proj(y)                                    # I -> D, no bias
 
-LayerNorms use epsilon 1e-12 and GELU is the exact (erf) form, as in Mamba4Rec.
+LayerNorms use epsilon 1e-12, as in Mamba4Rec.
 
 **Deviations from Mamba4Rec's code, on purpose:**
 
@@ -210,7 +210,6 @@ class MambaLayer(nnx.Module):
             cfg.ffn_dim,
             dtype,
             dropout=cfg.dropout,
-            approximate_gelu=False,
             kernel_init=ffn_init,
             rngs=rngs,
         )
