@@ -42,7 +42,8 @@ from flax import nnx
 
 from srt_jax.config import RunConfig, load_config, replace
 from srt_jax.models.factory import build_model
-from srt_jax.train.loop import build_run, peak_rss_mb, train
+from srt_jax.train.build import build_run
+from srt_jax.train.loop import peak_rss_mb, train
 from srt_jax.train.run_dir import RunDirectory
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml100k_sasrec.yaml"

@@ -10,7 +10,9 @@ import yaml
 from srt_jax.config import load_config, replace, to_dict
 from srt_jax.errors import ConfigError, TrainingError
 from srt_jax.train import loop, step
-from srt_jax.train.loop import time_steps, train
+from srt_jax.train.loop import train
+from srt_jax.train.run_eval import evaluate_run
+from srt_jax.train.timing import time_steps
 
 TINY = [
     "data.dataset=synthetic",
@@ -109,7 +111,7 @@ def test_another_config_is_refused_naming_the_difference(finished):
 
 def test_eval_run_uses_the_best_checkpoint(finished):
     _, run_dir, summary = finished
-    result = loop.evaluate_run(run_dir, "test")
+    result = evaluate_run(run_dir, "test")
     assert result["step"] == summary["eval"]["step"]
     assert result["metrics"]["ndcg@10"] == pytest.approx(summary["eval"]["ndcg@10"])
     assert result["loss"] == pytest.approx(summary["eval"]["loss"])

@@ -72,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``srt-jax eval``."""
-    from srt_jax.train.loop import evaluate_run
+    from srt_jax.train.run_eval import evaluate_run
 
     result = evaluate_run(args.run_dir, args.split)
     if args.json:

@@ -4,7 +4,7 @@ N (total, embedding, non-embedding) is counted on an abstract model (``nnx.eval_
 parameter is allocated). D and C come from :mod:`srt_jax.sweep.spec`. The time estimate is
 ``steps x seconds per step``, where ``steps = ceil(D / expected target tokens per batch)`` and
 the seconds per step are MEASURED: a few real jitted training steps
-(:func:`srt_jax.train.loop.time_steps`, compilation excluded) of each distinct step shape
+(:func:`srt_jax.train.timing.time_steps`, compilation excluded) of each distinct step shape
 (model, window length, batch size, loss, catalog). Calibrations are cached in
 ``<root>/calibration.json`` (per host), so planning again costs nothing. The estimate leaves
 out compilation, evaluation and process start (see ``benchmarks/bench_sweep.py`` for those).
@@ -30,8 +30,8 @@ from srt_jax.models.counting import ParamCounts, count_params, six_n_d
 from srt_jax.models.factory import build_model, shape_label
 from srt_jax.progress import progress_bar
 from srt_jax.sweep.spec import PlannedRun, SkippedRun, SweepSpec, expand
-from srt_jax.train.loop import time_steps
 from srt_jax.train.run_dir import write_atomic
+from srt_jax.train.timing import time_steps
 
 CALIBRATION_FILE = "calibration.json"
 

@@ -63,7 +63,7 @@ from srt_jax.data.store import SequenceStore
 from srt_jax.errors import ConfigError
 from srt_jax.models.counting import flops_per_token
 from srt_jax.sweep.ladders import LADDERS
-from srt_jax.train.loop import token_budget
+from srt_jax.train.build import token_budget
 
 SPEC_KEYS = ("name", "description", "base", "config", "grid", "zip", "shapes", "isoflop")
 ISOFLOP_KEYS = ("budgets", "min_tokens", "max_epochs", "evals_per_run")

@@ -1,9 +1,9 @@
 """The host training loop: ``train(config, run_dir)`` trains, evaluates, checkpoints, resumes.
 
-One run: resolve the data (:mod:`srt_jax.data.sources`), split it, build the window
-sampler, the model, the jitted step (:mod:`srt_jax.train.step`) and the evaluator over a
-device mesh; compile the step and the evaluation ahead of time; then loop over the
-sampler's batches until the token budget is spent.
+One run: build it (:func:`srt_jax.train.build.build_run`: data, split, sampler, model, the
+jitted step and the evaluator over a device mesh); compile the step and the evaluation ahead
+of time; then loop over the sampler's batches until the token budget is spent, and take the
+test figures at the best-validation checkpoint (:mod:`srt_jax.train.run_eval`).
 
 The host dispatches step t+1 before it reads step t's metrics: after dispatching a step it
 waits only for the previous step's finite flags (so the device always has the next step
@@ -36,152 +36,22 @@ continues exactly as an uninterrupted run (same batches, keys and loss curve).
 
 from __future__ import annotations
 
-import dataclasses
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
-from flax import nnx
 
 from srt_jax.config import RunConfig, config_hash
-from srt_jax.data.sampler import WindowSampler
-from srt_jax.data.sources import open_dataset
-from srt_jax.data.splits import Segments, Split, split_from_config
-from srt_jax.data.store import SequenceStore
-from srt_jax.errors import ConfigError, TrainingError
-from srt_jax.models.counting import FlopsBreakdown, count_params, flops_per_token, six_n_d
-from srt_jax.models.factory import build_model
+from srt_jax.errors import TrainingError
+from srt_jax.models.counting import count_params, six_n_d
 from srt_jax.progress import progress_bar
+from srt_jax.train.build import build_run
 from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints
-from srt_jax.train.evaluate import Evaluator, SplitName
-from srt_jax.train.losses import log_q_from_counts
+from srt_jax.train.loop_state import LoopState
 from srt_jax.train.run_dir import RunDirectory
-from srt_jax.train.step import TrainStep, check_divisible, data_mesh
-
-_COUNT_CHUNK = 1 << 24
-
-
-# --------------------------------------------------------------------------- building a run
-
-
-@dataclass
-class RunParts:
-    """Everything a run builds from its config before the first step."""
-
-    config: RunConfig
-    store: SequenceStore
-    split: Split
-    sampler: WindowSampler
-    model: nnx.Module
-    step: TrainStep
-    evaluator: Evaluator
-    token_budget: int
-    flops: FlopsBreakdown
-
-    @property
-    def flops_per_token(self) -> float:
-        """Analytic training FLOPs per trained target token (forward x 3)."""
-        return self.flops.total
-
-
-def token_budget(config: RunConfig, split: Split) -> int:
-    """Target tokens the run trains: ``train.tokens``, or ``train.epochs`` times the target
-    positions of the training segments."""
-    if config.train.tokens is not None:
-        return config.train.tokens
-    return max(1, round(config.train.epochs * split.train.n_targets))
-
-
-def train_item_counts(items: np.ndarray, segments: Segments, n_items: int) -> np.ndarray:
-    """int64 [n_items + 1]: occurrences of each item in the training segments."""
-    counts = np.zeros(n_items + 1, np.int64)
-    order = np.argsort(segments.start)
-    start, end = segments.start[order], segments.end[order]
-    lo = 0
-    while lo < len(start):  # groups of segments spanning at most _COUNT_CHUNK items
-        hi = max(lo + 1, int(np.searchsorted(start, start[lo] + _COUNT_CHUNK, "left")))
-        chunk = np.asarray(items[start[lo] : end[hi - 1]])
-        inside = np.zeros(len(chunk) + 1, np.int64)
-        np.add.at(inside, start[lo:hi] - start[lo], 1)
-        np.add.at(inside, end[lo:hi] - start[lo], -1)
-        counts += np.bincount(chunk[np.cumsum(inside[:-1]) > 0], minlength=n_items + 1)
-        lo = hi
-    return counts
-
-
-def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
-    """Open the data and build the split, sampler, model, step and evaluator of ``config``."""
-    data, train_cfg = config.data, config.train
-    store = open_dataset(data, progress=progress)
-    split = split_from_config(store, data)
-    for which in ("valid", "test"):
-        if len(getattr(split, which)) == 0:
-            raise ConfigError(
-                f"the {data.split} split of {data.dataset!r} has no {which} targets "
-                "(no training user has enough interactions)",
-                key="data.split",
-            )
-    budget = token_budget(config, split)
-    mesh = data_mesh(train_cfg.data_parallel)
-    check_divisible(train_cfg.batch_size, mesh, "train.batch_size")
-    sampler = WindowSampler.from_config(
-        store.items, split.train, data, train_cfg.batch_size, train_cfg.seed, token_budget=budget
-    )
-    model = build_model(config.model, store.n_items, data.max_len, nnx.Rngs(train_cfg.seed))
-    item_log_q = None
-    if train_cfg.negatives == "popularity" and train_cfg.loss != "full_softmax":
-        counts = train_item_counts(store.items, split.train, store.n_items)
-        item_log_q = np.asarray(log_q_from_counts(counts))
-    step = TrainStep(model, train_cfg, total_tokens=budget, mesh=mesh, item_log_q=item_log_q)
-    evaluator = Evaluator(
-        model,
-        store.items,
-        split,
-        n_items=store.n_items,
-        max_len=data.max_len,
-        eval_cfg=config.eval,
-        mesh=mesh,
-    )
-    flops = flops_per_token(config.model, store.n_items, data.max_len, train_cfg)
-    return RunParts(config, store, split, sampler, model, step, evaluator, budget, flops)
-
-
-# --------------------------------------------------------------------------- loop state
-
-
-@dataclass
-class LoopState:
-    """What the loop carries between steps and through checkpoints (JSON; no RNG state).
-
-    ``interval_loss_sum`` / ``interval_count`` hold the steps since the last train line;
-    ``best`` and ``last_eval`` are eval records (step, tokens, loss, metrics).
-    """
-
-    step: int = 0
-    tokens: int = 0
-    next_eval_tokens: int | None = None
-    wall_s: float = 0.0
-    loop_s: float = 0.0
-    interval_loss_sum: float = 0.0
-    interval_count: float = 0.0
-    best: dict[str, Any] | None = None
-    last_eval: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (exact: Python floats round-trip through JSON)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> LoopState:
-        """Inverse of :meth:`to_json`."""
-        return cls(**raw)
-
-
-# --------------------------------------------------------------------------- the loop
+from srt_jax.train.run_eval import checkpoint_params
 
 
 def peak_rss_mb() -> float:
@@ -402,8 +272,8 @@ class _Training:
         """Test figures at the best-validation checkpoint; the final summary."""
         best = ls.best
         best_step = best["step"]
-        state, _ = self.checkpoints.restore(best_step, self.parts.step.abstract_state())
-        test = self.parts.evaluator.metrics(state["params"], "test")
+        params = checkpoint_params(self.parts, self.checkpoints, best_step)
+        test = self.parts.evaluator.metrics(params, "test")
         ls.wall_s = self.wall_s()
         summary = self.base_summary("done", ls)
         summary["eval"] = {
@@ -423,9 +293,6 @@ class _Training:
         return summary
 
 
-# --------------------------------------------------------------------------- entry points
-
-
 def train(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the run of ``config`` in ``run_dir``; return its summary.
 
@@ -443,62 +310,3 @@ def train(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> d
     training = _Training(config, run, progress)
     run.claim(config)
     return training.execute()
-
-
-def time_steps(config: RunConfig, n_steps: int) -> float:
-    """Seconds per training step of ``config`` on this machine (compilation excluded).
-
-    Builds the run's data, model and step (nothing is written), runs two warm-up steps and
-    then ``n_steps`` real steps, and returns their mean wall time.
-    """
-    parts = build_run(config, progress=False)
-    parts.step.compile(config.train.batch_size, config.data.max_len)
-    state = parts.step.init_state()
-    tokens = 0
-    start = 0.0
-    for k in range(n_steps + 2):
-        if k == 2:
-            jax.block_until_ready(state)
-            start = time.perf_counter()
-        batch = parts.sampler.batch(k)
-        state, _ = parts.step(state, parts.step.put_batch(batch), k, tokens)
-        tokens += batch.n_targets
-    jax.block_until_ready(state)
-    return (time.perf_counter() - start) / max(n_steps, 1)
-
-
-def evaluate_run(run_dir: str | Path, which: SplitName, *, progress: bool = False) -> dict:
-    """Metrics of a run's best-validation checkpoint on ``which`` (valid or test); the latest
-    checkpoint when no evaluation has run yet.
-
-    Returns ``{"run_id", "split", "step", "loss", "metrics", "protocol"}``.
-    """
-    run = RunDirectory(run_dir)
-    config = run.read_config()
-    if not run.checkpoint_dir.is_dir() or not any(run.checkpoint_dir.iterdir()):
-        raise TrainingError(f"{run.checkpoint_dir}: no checkpoint to evaluate")
-    parts = build_run(config, progress=progress)
-    checkpoints = Checkpoints(run.checkpoint_dir, config.train.keep_checkpoints)
-    try:
-        latest = checkpoints.latest_step()
-        if latest is None:
-            raise TrainingError(f"{run.checkpoint_dir}: no checkpoint to evaluate")
-        best = LoopState.from_json(checkpoints.restore_loop(latest)).best
-        step = latest if best is None else best["step"]
-        state, _ = checkpoints.restore(step, parts.step.abstract_state())
-    finally:
-        checkpoints.close()
-    params = state["params"]
-    which_checkpoint = (
-        f"latest (step {step}; no validation yet)"
-        if best is None
-        else f"best validation {BEST_METRIC} (step {step})"
-    )
-    return {
-        "run_id": config_hash(config),
-        "split": which,
-        "step": step,
-        "loss": parts.evaluator.heldout_loss(params),
-        "metrics": parts.evaluator.metrics(params, which),
-        "protocol": {**parts.evaluator.protocol(), "checkpoint": which_checkpoint},
-    }
