@@ -18,12 +18,13 @@ batches in a background thread.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 
-from srt_jax.config import DataConfig
+from srt_jax.config import DataConfig, SamplerMode, TrainConfig, from_dict
 from srt_jax.data.prefetch import prefetched
 from srt_jax.data.schedules import MixedSchedule, Plan, RandomWindows, StrideEpochs
 from srt_jax.data.splits import Segments
@@ -46,8 +47,8 @@ __all__ = [
     "window_view",
 ]
 
-Mode = Literal["recent", "sliding", "stride", "mixed", "recency_weighted"]
-MODES = ("recent", "sliding", "stride", "mixed", "recency_weighted")
+Mode = SamplerMode
+MODES: tuple[str, ...] = typing.get_args(SamplerMode)
 
 
 class WindowSampler:
@@ -87,6 +88,24 @@ class WindowSampler:
         token_budget: int | None = None,
         prefetch: int = 2,
     ) -> None:
+        # each key is checked where the run config checks it; only what involves the sampler
+        # itself (combinations of options, the segments) is checked here
+        from_dict(
+            DataConfig,
+            {
+                "max_len": max_len,
+                "sampler": mode,
+                "stride": stride,
+                "mixed_by": mixed_by,
+                "mixed_sliding_fraction": mixed_sliding_fraction,
+                "recency_half_life": recency_half_life,
+                "user_weighting": user_weighting,
+                "prefetch": prefetch,
+            },
+            where="data",
+        )
+        budget = {} if token_budget is None else {"tokens": token_budget, "epochs": None}
+        from_dict(TrainConfig, {"batch_size": batch_size, **budget}, where="train")
         keep = segments.lengths >= 2
         self.items = items
         self.start = np.asarray(segments.start[keep], np.int64)
@@ -100,7 +119,7 @@ class WindowSampler:
         self.user_weighting = user_weighting
         self.token_budget = token_budget
         self.prefetch = prefetch
-        self._check()
+        self._check_combination()
         self._random = RandomWindows(
             self.start,
             self.end,
@@ -150,20 +169,12 @@ class WindowSampler:
             prefetch=data_cfg.prefetch,
         )
 
-    def _check(self) -> None:
+    def _check_combination(self) -> None:
+        """The checks no single config key can make."""
+
         def bad(key: str, value: Any, expected: str) -> ConfigError:
             return ConfigError(f"{key} = {value!r} is invalid: expected {expected}", key=key)
 
-        if self.mode not in MODES:
-            raise bad("data.sampler", self.mode, f"one of {', '.join(MODES)}")
-        if self.batch_size < 1:
-            raise bad("train.batch_size", self.batch_size, "an integer >= 1")
-        if self.max_len < 1:
-            raise bad("data.max_len", self.max_len, "an integer >= 1")
-        if self.stride < 1:
-            raise bad("data.stride", self.stride, "null (= max_len) or an integer >= 1")
-        if self.user_weighting not in ("uniform", "length"):
-            raise bad("data.user_weighting", self.user_weighting, "'uniform' or 'length'")
         if self.mode == "stride" and self.user_weighting != "uniform":
             raise bad(
                 "data.user_weighting",
@@ -171,24 +182,12 @@ class WindowSampler:
                 "'uniform' with the stride sampler (it visits every window, so users "
                 "already count in proportion to their length)",
             )
-        if self.mixed_by not in ("batch", "epoch"):
-            raise bad("data.mixed_by", self.mixed_by, "'batch' or 'epoch'")
-        if not 0.0 <= self.mixed_sliding_fraction <= 1.0:
-            raise bad(
-                "data.mixed_sliding_fraction", self.mixed_sliding_fraction, "a fraction in [0, 1]"
-            )
         if self.mode == "mixed" and self.mixed_by == "epoch" and self.token_budget is None:
             raise ConfigError(
                 "data.mixed_by = 'epoch' needs a token budget (train.tokens or "
                 "train.epochs) to place the switch from sliding to recent",
                 key="data.mixed_by",
             )
-        if not self.recency_half_life > 0:
-            raise bad("data.recency_half_life", self.recency_half_life, "a positive number")
-        if self.token_budget is not None and self.token_budget < 1:
-            raise bad("train.tokens", self.token_budget, "an integer >= 1")
-        if self.prefetch < 0:
-            raise bad("data.prefetch", self.prefetch, "an integer >= 0")
         if len(self.start) == 0:
             raise ConfigError(
                 "no training segment has 2 or more items: nothing to train on", key="data"
