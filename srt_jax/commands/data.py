@@ -132,7 +132,9 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--overwrite", action="store_true", help="replace an existing store")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
-    options = synth.add_argument_group("generator options (defaults in srt_jax/data/synthetic.py)")
+    options = synth.add_argument_group(
+        "generator options (defaults in srt_jax/data/synthetic/options.py)"
+    )
     for field in fields(GeneratorOptions):
         kind = int if "int" in str(field.type) else float
         options.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None)

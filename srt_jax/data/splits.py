@@ -35,6 +35,7 @@ input or target. Segments with fewer than 2 items (no target) are left out.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,7 +46,7 @@ from srt_jax.data.store import SequenceStore
 from srt_jax.errors import ConfigError
 
 Scheme = Literal["leave_one_out", "temporal"]
-SCHEMES = ("leave_one_out", "temporal")
+SCHEMES: tuple[str, ...] = typing.get_args(Scheme)
 _QUANTILE_SAMPLE = 50_000_000
 _COUNT_CHUNK = 1 << 24
 _SPLIT_STREAM = 0x5B17

@@ -1,7 +1,7 @@
-"""Synthetic interaction logs with a known loss floor, streamed into a sequence store.
+"""The synthetic generator: a next-item distribution with a known loss floor.
 
-The generator (:class:`SyntheticGenerator`) draws each user's next item from an explicit
-distribution over the catalog, given a latent state:
+:class:`SyntheticGenerator` draws each user's next item from an explicit distribution over
+the catalog, given a latent state:
 
 - **Zipf popularity**: item ``i`` has weight ``pop_i ∝ rank_i ** -zipf_exponent`` (ranks a
   random permutation). Items are split evenly into ``topics`` topics; within topic ``k`` an
@@ -32,119 +32,30 @@ distribution given its latent state, a floor for any model's per-token loss.
 
 History lengths are ``min_length + rint(LogNormal)`` with mean ``mean_length``, drawn up front;
 items are then generated chunk by chunk (``chunk_users`` users at a time, vectorised over the
-users of a chunk, one step of every active user per numpy operation) straight into the
-store's memory maps, so memory stays bounded whatever the size. Timestamps (int64 seconds)
-start uniformly over two years from 2020-09-13 and advance by exponential gaps of mean one
-day (at least one second). The output is a pure function of ``(users, items, mean_length,
-seed, options)``; ``chunk_users`` is one of the options because each chunk has its own
-random stream.
+users of a chunk, one step of every active user per numpy operation). Timestamps (int64
+seconds) start uniformly over two years from 2020-09-13 and advance by exponential gaps of
+mean one day (at least one second). Each chunk has its own random stream, so the output is a
+pure function of ``(users, items, mean_length, seed, options)`` with ``chunk_users`` among
+the options.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from srt_jax.data.store import SequenceStore, create_store
+from srt_jax.data.synthetic.options import GeneratorOptions
 from srt_jax.errors import ConfigError
-from srt_jax.progress import progress_bar
 
 N_SUCCESSORS = 4
 N_FAVOURITES = 3
-DEFAULT_TOPICS = 32
 LENGTH_SIGMA = 1.0
 START_TIME_S = 1_600_000_000
 START_SPAN_S = 2 * 365 * 86_400
 MEAN_GAP_S = 86_400.0
-_PROGRESS_MIN_INTERACTIONS = 1_000_000
 _STREAM_TABLES, _STREAM_LENGTHS, _STREAM_CHUNK = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class GeneratorOptions:
-    """The generator's keyword options (all recorded in ``meta.json``).
-
-    Attributes:
-      zipf_exponent: exponent ``s`` of item popularity ``rank ** -s`` (>= 0).
-      topics: number of item topics (1 <= topics <= items); None: min(32, items).
-      transition_prob: probability that the next item follows the previous item's
-        successor table (in [0, 1)).
-      interest_weight: share of the non-long-term topic mass on the current interest topic;
-        the rest follows global topic popularity (in [0, 1]).
-      interest_drift: per-step probability that the current interest topic is re-drawn.
-      long_term_early: weight of the long-term preference at the first interaction.
-      long_term_late: weight of the long-term preference long after (<= long_term_early).
-      long_term_half_life: interactions over which the excess weight halves (> 0).
-      min_length: shortest history (>= 2).
-      chunk_users: users generated together (memory ~ 100 bytes x chunk_users x mean_length);
-        part of the output's identity, since each chunk has its own random stream.
-    """
-
-    zipf_exponent: float = 1.0
-    topics: int | None = None
-    transition_prob: float = 0.2
-    interest_weight: float = 0.5
-    interest_drift: float = 0.05
-    long_term_early: float = 0.8
-    long_term_late: float = 0.2
-    long_term_half_life: float = 20.0
-    min_length: int = 3
-    chunk_users: int = 65_536
-
-    def resolved(self, n_items: int) -> GeneratorOptions:
-        """These options with ``topics`` set, checked for a catalog of ``n_items``."""
-        topics = min(DEFAULT_TOPICS, n_items) if self.topics is None else self.topics
-        options = dataclasses.replace(self, topics=topics)
-        options.check(n_items)
-        return options
-
-    def check(self, n_items: int) -> None:
-        """Raise ConfigError naming the first option that is out of range."""
-        rules = (
-            ("zipf_exponent", self.zipf_exponent >= 0, "a number >= 0"),
-            ("topics", 1 <= self.topics <= n_items, f"an integer in 1..items={n_items}"),
-            ("transition_prob", 0 <= self.transition_prob < 1, "a probability in [0, 1)"),
-            ("interest_weight", 0 <= self.interest_weight <= 1, "a fraction in [0, 1]"),
-            ("interest_drift", 0 <= self.interest_drift <= 1, "a probability in [0, 1]"),
-            ("long_term_early", 0 <= self.long_term_early <= 1, "a fraction in [0, 1]"),
-            (
-                "long_term_late",
-                0 <= self.long_term_late <= self.long_term_early,
-                f"a fraction in [0, long_term_early={self.long_term_early}]",
-            ),
-            ("long_term_half_life", self.long_term_half_life > 0, "a positive number"),
-            ("min_length", self.min_length >= 2, "an integer >= 2"),
-            ("chunk_users", self.chunk_users >= 1, "an integer >= 1"),
-        )
-        for name, ok, expected in rules:
-            if not ok:
-                raise ConfigError(
-                    f"synthetic option {name} = {getattr(self, name)!r} is "
-                    f"invalid: expected {expected}",
-                    key=name,
-                )
-
-    def long_term_weight(self, t: np.ndarray) -> np.ndarray:
-        """float64 [len(t)]: lambda_t, the long-term preference weight at history position t."""
-        excess = self.long_term_early - self.long_term_late
-        return self.long_term_late + excess * np.exp2(-np.asarray(t) / self.long_term_half_life)
-
-
-def generator_options(**options: Any) -> GeneratorOptions:
-    """GeneratorOptions from keyword options; an unknown name is a ConfigError listing all."""
-    names = [f.name for f in dataclasses.fields(GeneratorOptions)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"unknown synthetic option(s) {', '.join(unknown)} (allowed: {', '.join(names)})",
-            key=unknown[0],
-        )
-    return GeneratorOptions(**options)
 
 
 @dataclass
@@ -390,98 +301,3 @@ def _segment_cumsum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     total = np.cumsum(values)
     before = np.concatenate([[0], total])[offsets[:-1]]
     return total - np.repeat(before, np.diff(offsets))
-
-
-def synthesize_store(
-    out: str | Path,
-    *,
-    users: int,
-    items: int,
-    mean_length: float,
-    seed: int,
-    overwrite: bool = False,
-    progress: bool = True,
-    **options: Any,
-) -> SequenceStore:
-    """Generate a synthetic log and write it as a sequence store (atomically).
-
-    Args:
-      out: the store directory to create.
-      users: number of users (>= 1).
-      items: catalog size (items are 1..items).
-      mean_length: mean history length (> min_length); interactions ~ users x mean_length.
-      seed: the random seed; the store is a pure function of all arguments but ``out``,
-        ``overwrite`` and ``progress``.
-      overwrite: replace an existing store at ``out``.
-      progress: show a progress bar (for stores of >= 1e6 interactions).
-      **options: fields of :class:`GeneratorOptions` (zipf_exponent, topics, transition_prob,
-        interest_weight, interest_drift, long_term_early, long_term_late,
-        long_term_half_life, min_length, chunk_users).
-
-    Returns:
-      The opened store. ``meta.json`` holds ``source: "synthetic"``, ``generator`` (every
-      parameter), ``oracle_loss`` (mean nats per target position), ``oracle_loss_stderr``
-      and ``oracle_targets``.
-    """
-    opts = generator_options(**options)
-    if users < 1:
-        raise ConfigError(f"users = {users!r} is invalid: expected an integer >= 1", key="users")
-    if items < 1:
-        raise ConfigError(f"items = {items!r} is invalid: expected an integer >= 1", key="items")
-    generator = SyntheticGenerator(items, opts, seed)
-    opts = generator.options
-    lengths = generator.lengths(users, mean_length)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    n_interactions = int(offsets[-1])
-    nll_sum = nll_sq_sum = 0.0
-    n_targets = 0
-    meta = {
-        "source": "synthetic",
-        "generator": {
-            "users": users,
-            "items": items,
-            "mean_length": mean_length,
-            "seed": seed,
-            **dataclasses.asdict(opts),
-            "successors_per_item": N_SUCCESSORS,
-            "favourite_topics": N_FAVOURITES,
-            "length_sigma": LENGTH_SIGMA,
-            "start_time_s": START_TIME_S,
-            "start_span_s": START_SPAN_S,
-            "mean_gap_s": MEAN_GAP_S,
-        },
-    }
-    # create_store reads ``record`` when the block ends: the oracle figures are added inside.
-    record: dict[str, Any] = {}
-    with create_store(out, users, n_interactions, items, record, overwrite=overwrite) as arrays:
-        arrays.offsets[:] = offsets
-        bar = progress_bar(
-            n_interactions,
-            "synth",
-            "interactions",
-            disable=not progress or n_interactions < _PROGRESS_MIN_INTERACTIONS,
-        )
-        with bar:
-            for chunk, u0 in enumerate(range(0, users, opts.chunk_users)):
-                u1 = min(users, u0 + opts.chunk_users)
-                result = generator.sample_chunk(lengths[u0:u1], chunk)
-                arrays.items[offsets[u0] : offsets[u1]] = result.items
-                arrays.timestamps[offsets[u0] : offsets[u1]] = result.timestamps
-                nll_sum += result.nll_sum
-                nll_sq_sum += result.nll_sq_sum
-                n_targets += result.n_targets
-                bar.update(int(offsets[u1] - offsets[u0]))
-        mean = nll_sum / max(n_targets, 1)
-        variance = max(nll_sq_sum / max(n_targets, 1) - mean**2, 0.0)
-        record.update(
-            meta,
-            oracle_loss=mean,
-            oracle_loss_stderr=math.sqrt(variance / max(n_targets, 1)),
-            oracle_targets=n_targets,
-            mean_length_realised=n_interactions / users,
-        )
-        item_ids = np.arange(items + 1, dtype=np.int64)
-        item_ids[0] = -1
-        arrays.item_ids = item_ids
-        arrays.user_ids = np.arange(users, dtype=np.int64)
-    return SequenceStore(out)
