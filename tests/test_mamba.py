@@ -69,7 +69,13 @@ def scan_inputs(L: int = 11, I: int = 5, S: int = 3, seed: int = 0):
 
 @pytest.mark.parametrize(
     "mode, chunk, remat",
-    [("parallel", 64, False), ("chunked", 4, False), ("chunked", 1, False), ("chunked", 3, True)],
+    [
+        ("parallel", 64, False),
+        ("chunked", 4, False),
+        ("chunked", 1, False),
+        ("chunked", 3, True),
+        ("sequential", 64, False),
+    ],
 )
 def test_selective_scan_equals_the_reference_recurrence(mode, chunk, remat):
     args = scan_inputs()
@@ -89,7 +95,7 @@ def test_scan_step_equals_one_position_of_the_scan():
     )
 
 
-def test_chunked_and_remat_gradients_equal_the_parallel_scan():
+def test_sequential_chunked_and_remat_gradients_equal_the_parallel_scan():
     args = scan_inputs(L=10)
 
     def loss(mode, chunk, remat):
@@ -99,7 +105,7 @@ def test_chunked_and_remat_gradients_equal_the_parallel_scan():
         return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3, 4, 5)))(*args)
 
     expected = loss("parallel", 64, False)
-    for got in (loss("chunked", 3, False), loss("chunked", 4, True)):
+    for got in (loss("chunked", 3, False), loss("chunked", 4, True), loss("sequential", 0, False)):
         for g, e in zip(got, expected, strict=True):
             np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
 

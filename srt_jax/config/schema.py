@@ -124,10 +124,13 @@ class MambaConfig:
     ``d_state`` is the state size S per channel, ``d_conv`` the causal convolution width W,
     ``expand`` the inner width I = expand x d_model, ``dt_rank`` the rank R of the step-size
     projection (null: ceil(d_model / 16), Mamba's "auto"). ``scan`` chooses how the
-    recurrence runs in training: ``chunked`` (a sequential scan over chunks of
-    ``chunk_size`` positions, an associative scan inside each; memory grows with the chunk,
-    not with L) or ``parallel`` (one associative scan over the whole window). ``remat``
-    recomputes each chunk in the backward pass instead of storing it (less memory at long L).
+    recurrence runs in training (:mod:`srt_jax.models.selective_scan`): ``sequential`` (the
+    recurrence position by position with a hand-written backward pass), ``chunked`` (a
+    sequential scan over chunks of ``chunk_size`` positions, an associative scan inside each),
+    ``parallel`` (one associative scan over the whole window) or ``auto`` (``sequential`` on
+    CPU, ``chunked`` on GPU/TPU). ``remat`` recomputes each chunk in the backward pass instead
+    of storing it (chunked scan; less memory at long L). All give the same numbers up to
+    float rounding.
     ``init`` ``mamba4rec`` initialises as Mamba4Rec's code effectively does (every linear
     kernel N(0, 0.02) and bias 0, the step-size bias included); ``mamba`` as ``mamba_ssm``
     does (PyTorch's default linear init, step sizes log-uniform in [0.001, 0.1] through the
@@ -138,7 +141,7 @@ class MambaConfig:
     d_conv: int = 4
     expand: int = 2
     dt_rank: int | None = None
-    scan: Literal["chunked", "parallel"] = "chunked"
+    scan: Literal["auto", "sequential", "chunked", "parallel"] = "auto"
     chunk_size: int = 64
     remat: bool = False
     init: Literal["mamba4rec", "mamba"] = "mamba4rec"

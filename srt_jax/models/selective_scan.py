@@ -22,7 +22,16 @@ a2 b1 + b2)`` — so all states come from ``jax.lax.associative_scan`` in O(log 
   in the backward pass, so memory grows with the chunk (``B x chunk x I x S``) and with L
   only through the ``B x L x I`` inputs. L need not be a multiple of the chunk: the last
   chunk is padded on the right, which no earlier position can see.
+* ``sequential``: the plain recurrence, a ``jax.lax.scan`` over positions, with a
+  hand-written backward pass (itself a reverse-time linear recurrence, see
+  :func:`_sequential_bwd`): JAX's own derivative of the scan re-reads and rewrites
+  ``B x I x S`` buffers at every step and is about 2.5x slower on XLA:CPU. Memory: the
+  ``L x B x I x S`` states, kept for the backward pass.
 * :func:`selective_scan_step`: one position given the previous state (serving).
+
+``auto`` chooses by backend: ``sequential`` on CPU (fastest there: see
+benchmarks/README.md), ``chunked`` on GPU and TPU (a step per position would launch L small
+kernels).
 
 Everything runs in float32 whatever the compute dtype. Shape letters: B rows, L positions,
 I channels (Mamba's inner width), S state size, T chunk length, Q number of chunks.
@@ -35,7 +44,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-ScanMode = Literal["parallel", "chunked"]
+ScanMode = Literal["auto", "sequential", "chunked", "parallel"]
 
 
 def _compose(
@@ -68,6 +77,97 @@ def _scan_chunk(
     return h_BxTxIxS[:, -1], y_BxTxI
 
 
+def _sequential_states(
+    u_LxBxI: jax.Array,
+    delta_LxBxI: jax.Array,
+    A_IxS: jax.Array,
+    B_LxBxS: jax.Array,
+    C_LxBxS: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """``(h_LxBxIxS, y_LxBxI)``: every state and read-out of the recurrence (time-major)."""
+
+    def step(h_BxIxS, inputs):
+        u_BxI, delta_BxI, B_BxS, C_BxS = inputs
+        dA_BxIxS = jnp.exp(delta_BxI[..., None] * A_IxS)
+        h_BxIxS = dA_BxIxS * h_BxIxS + (delta_BxI * u_BxI)[..., None] * B_BxS[:, None, :]
+        return h_BxIxS, (h_BxIxS, jnp.sum(h_BxIxS * C_BxS[:, None, :], axis=-1))
+
+    batch, I = u_LxBxI.shape[1:]
+    h0_BxIxS = jnp.zeros((batch, I, A_IxS.shape[1]), jnp.float32)
+    _, (h_LxBxIxS, y_LxBxI) = jax.lax.scan(step, h0_BxIxS, (u_LxBxI, delta_LxBxI, B_LxBxS, C_LxBxS))
+    return h_LxBxIxS, y_LxBxI
+
+
+@jax.custom_vjp
+def _sequential(u_LxBxI, delta_LxBxI, A_IxS, B_LxBxS, C_LxBxS):
+    """The recurrence's read-outs ``y_LxBxI`` without D (time-major inputs)."""
+    return _sequential_states(u_LxBxI, delta_LxBxI, A_IxS, B_LxBxS, C_LxBxS)[1]
+
+
+def _sequential_fwd(u_LxBxI, delta_LxBxI, A_IxS, B_LxBxS, C_LxBxS):
+    h_LxBxIxS, y_LxBxI = _sequential_states(u_LxBxI, delta_LxBxI, A_IxS, B_LxBxS, C_LxBxS)
+    return y_LxBxI, (u_LxBxI, delta_LxBxI, A_IxS, B_LxBxS, C_LxBxS, h_LxBxIxS)
+
+
+def _sequential_bwd(residuals, dy_LxBxI):
+    """Gradients of the recurrence from the states of the forward pass.
+
+    With ``dh[t]`` the gradient of the loss with respect to ``h[t]`` (through every later
+    position), ``dh[t] = dy[t] C[t] + g[t]`` where ``g[t] = dA[t+1] dh[t+1]`` runs backwards
+    in time — one reverse scan, whose carries ``g`` are all it has to emit. Then, with
+    ``dA[t] dh[t] = g[t-1]``, every parameter gradient is a sum of products of ``g``, the
+    states ``h`` and per-position vectors:
+
+        d delta[t] = sum_s (g[t-1] h[t-1] A) + u[t] sum_s (dh[t] B[t])
+        d u[t]     = delta[t] sum_s (dh[t] B[t])
+        d B[t]     = sum_i dh[t] delta[t] u[t]
+        d C[t]     = sum_i h[t] dy[t]
+        d A        = sum_{t, b} g[t-1] h[t-1] delta[t]
+
+    and ``dh`` itself is never stored: its sums split into a ``g`` part and a ``dy C`` part.
+    """
+    u, delta, A_IxS, B_LxBxS, C_LxBxS, h_LxBxIxS = residuals
+
+    def step(g_BxIxS, inputs):
+        dy_BxI, C_BxS, delta_BxI = inputs
+        dh_BxIxS = g_BxIxS + dy_BxI[..., None] * C_BxS[:, None, :]
+        return dh_BxIxS * jnp.exp(delta_BxI[..., None] * A_IxS), g_BxIxS
+
+    _, g_LxBxIxS = jax.lax.scan(
+        step, jnp.zeros_like(h_LxBxIxS[0]), (dy_LxBxI, C_LxBxS, delta), reverse=True
+    )
+
+    def shift_later(x_LxBxN: jax.Array) -> jax.Array:  # row t holds x[t + 1]; the last is 0
+        return jnp.concatenate([x_LxBxN[1:], jnp.zeros_like(x_LxBxN[:1])], axis=0)
+
+    def shift_earlier(x_LxBxN: jax.Array) -> jax.Array:  # row t holds x[t - 1]; the first is 0
+        return jnp.concatenate([jnp.zeros_like(x_LxBxN[:1]), x_LxBxN[:-1]], axis=0)
+
+    gh_LxBxIxS = g_LxBxIxS * h_LxBxIxS  # row t: g[t] h[t], i.e. dA dh h_prev of position t+1
+    dh_B_LxBxI = jnp.sum(g_LxBxIxS * B_LxBxS[:, :, None, :], axis=-1) + dy_LxBxI * jnp.sum(
+        C_LxBxS * B_LxBxS, axis=-1, keepdims=True
+    )
+    delta_u = delta * u
+    d_delta = shift_earlier(jnp.sum(gh_LxBxIxS * A_IxS, axis=-1)) + u * dh_B_LxBxI
+    d_u = delta * dh_B_LxBxI
+    d_B = jnp.sum(g_LxBxIxS * delta_u[..., None], axis=2) + C_LxBxS * jnp.sum(
+        dy_LxBxI * delta_u, axis=-1, keepdims=True
+    )
+    d_C = jnp.sum(h_LxBxIxS * dy_LxBxI[..., None], axis=2)
+    d_A = jnp.einsum("lbis,lbi->is", gh_LxBxIxS, shift_later(delta))
+    return d_u, d_delta, d_A, d_B, d_C
+
+
+_sequential.defvjp(_sequential_fwd, _sequential_bwd)
+
+
+def resolve_mode(mode: ScanMode) -> ScanMode:
+    """``auto`` -> ``sequential`` on CPU, ``chunked`` elsewhere; other modes as given."""
+    if mode != "auto":
+        return mode
+    return "sequential" if jax.default_backend() == "cpu" else "chunked"
+
+
 def selective_scan(
     u_BxLxI: jax.Array,
     delta_BxLxI: jax.Array,
@@ -76,7 +176,7 @@ def selective_scan(
     C_BxLxS: jax.Array,
     D_I: jax.Array,
     *,
-    mode: ScanMode = "chunked",
+    mode: ScanMode = "auto",
     chunk_size: int = 64,
     remat: bool = False,
 ) -> jax.Array:
@@ -95,6 +195,12 @@ def selective_scan(
     A = A_IxS.astype(f32)
     batch, L, I = u.shape
     h0_BxIxS = jnp.zeros((batch, I, A.shape[1]), f32)
+    mode = resolve_mode(mode)
+    if mode == "sequential":
+        time_major = (x.swapaxes(0, 1) for x in (u, delta, B, C))
+        u_LxBxI, delta_LxBxI, B_LxBxS, C_LxBxS = time_major
+        y_LxBxI = _sequential(u_LxBxI, delta_LxBxI, A, B_LxBxS, C_LxBxS)
+        return y_LxBxI.swapaxes(0, 1) + u * D_I.astype(f32)
     if mode == "parallel":
         _, y_BxLxI = _scan_chunk(h0_BxIxS, (u, delta, B, C), A)
         return y_BxLxI + u * D_I.astype(f32)
