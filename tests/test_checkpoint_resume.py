@@ -43,9 +43,20 @@ def without_timing(run_dir):
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
+MODELS = {
+    "transformer": CONFIG["model"],
+    "mamba": {"backbone": "mamba", "d_model": 16, "n_layers": 1, "mamba": {"d_state": 4}},
+}
+
+
 @pytest.mark.slow
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
-    config = {**CONFIG, "data": {**CONFIG["data"], "cache_dir": str(tmp_path / "cache")}}
+@pytest.mark.parametrize("backbone", MODELS)
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, backbone):
+    config = {
+        **CONFIG,
+        "data": {**CONFIG["data"], "cache_dir": str(tmp_path / "cache")},
+        "model": MODELS[backbone],
+    }
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = {

@@ -154,7 +154,8 @@ def _sequential_bwd(residuals, dy_LxBxI):
         dy_LxBxI * delta_u, axis=-1, keepdims=True
     )
     d_C = jnp.sum(h_LxBxIxS * dy_LxBxI[..., None], axis=2)
-    d_A = jnp.einsum("lbis,lbi->is", gh_LxBxIxS, shift_later(delta))
+    d_A = jnp.sum(gh_LxBxIxS * shift_later(delta)[..., None], axis=(0, 1))  # an einsum
+    # here lowers to a batched dot that XLA:CPU runs ~6x slower than this fused reduction
     return d_u, d_delta, d_A, d_B, d_C
 
 

@@ -12,6 +12,10 @@ base value. Ladders:
 - ``small``: four shapes (d_model 8-48) for the quickstart on MovieLens-100K, chosen so
   that its IsoFLOP profiles have their minimum inside the ladder (d_model 16 is best at
   2.5e11 and 6e11 FLOPs).
+- ``mamba_tiny``, ``mamba_small``: the ``tiny`` and ``small`` widths and depths as Mamba4Rec
+  backbones (each shape sets ``backbone: mamba``; the ``mamba`` section keeps the sweep's
+  base values, Mamba4Rec's defaults unless set), so one IsoFLOP design can hold both
+  backbones (``shapes: [small, mamba_small]``).
 """
 
 from __future__ import annotations
@@ -40,21 +44,26 @@ _SRT15 = (
     (24, 256, 4, 256),
 )
 
+# (n_layers, d_model, n_heads); the Mamba ladders take the layers and widths
+_TINY = ((1, 8, 1), (1, 16, 1), (2, 16, 2), (2, 24, 2))
+_SMALL = ((1, 8, 1), (1, 16, 1), (1, 32, 1), (2, 48, 2))
+
+
+def _transformer(shapes: tuple[tuple[int, int, int], ...]) -> tuple[Shape, ...]:
+    return tuple({"n_layers": n, "d_model": d, "n_heads": h} for n, d, h in shapes)
+
+
+def _mamba(shapes: tuple[tuple[int, int, int], ...]) -> tuple[Shape, ...]:
+    return tuple({"backbone": "mamba", "n_layers": n, "d_model": d} for n, d, _ in shapes)
+
+
 LADDERS: dict[str, tuple[Shape, ...]] = {
     "srt15": tuple(
         {"n_layers": layers, "d_model": d, "n_heads": heads, "d_ff": d_ff}
         for layers, d, heads, d_ff in _SRT15
     ),
-    "tiny": (
-        {"n_layers": 1, "d_model": 8, "n_heads": 1},
-        {"n_layers": 1, "d_model": 16, "n_heads": 1},
-        {"n_layers": 2, "d_model": 16, "n_heads": 2},
-        {"n_layers": 2, "d_model": 24, "n_heads": 2},
-    ),
-    "small": (
-        {"n_layers": 1, "d_model": 8, "n_heads": 1},
-        {"n_layers": 1, "d_model": 16, "n_heads": 1},
-        {"n_layers": 1, "d_model": 32, "n_heads": 1},
-        {"n_layers": 2, "d_model": 48, "n_heads": 2},
-    ),
+    "tiny": _transformer(_TINY),
+    "small": _transformer(_SMALL),
+    "mamba_tiny": _mamba(_TINY),
+    "mamba_small": _mamba(_SMALL),
 }
