@@ -8,7 +8,8 @@ then the compute-optimal allocation at Chinchilla's budget (5.88e23 FLOPs).
 
     python analysis/chinchilla_refit.py [--bootstrap 1000] [--seed 42]
 
-(with srt-jax installed, e.g. ``pip install -e .``; data default to ../shared/data).
+(with srt-jax installed, e.g. ``pip install -e .``; the data default to the golden copies in
+``tests/data/``, whose README gives their provenance and licences).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from srt_jax.scaling.bootstrap import bootstrap_runs
 from srt_jax.scaling.laws import ChinchillaLaw
 from srt_jax.scaling.loaders import ColumnNames, load_points
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CHINCHILLA_COMPUTE = 5.88e23
 K = 6.0
 PARAMS = ("E", "A", "B", "alpha", "beta", "a", "b")

@@ -10,7 +10,8 @@ see srt_jax.scaling.mlflow_sqlite). Writes ``srt_scaling.png`` and ``.svg``.
 
     python analysis/srt_figure.py [DB] [--out DIR]
 
-(with srt-jax installed; DB defaults to ../shared/data/srt_mlruns.sqlite.bz2).
+(with srt-jax installed; DB defaults to the golden copy ``tests/data/srt_mlruns.sqlite.bz2``,
+whose README gives its provenance and licence).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from srt_jax.scaling.loaders import load_points
 from srt_jax.scaling.mlflow_sqlite import MlflowNames
 from srt_jax.scaling.plots import draw_curves, save
 
-DEFAULT_DB = Path(__file__).resolve().parents[2] / "shared" / "data" / "srt_mlruns.sqlite.bz2"
+DEFAULT_DB = Path(__file__).resolve().parents[1] / "tests" / "data" / "srt_mlruns.sqlite.bz2"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

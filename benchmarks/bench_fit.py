@@ -31,7 +31,7 @@ from srt_jax.scaling.lbfgs import many_start_fit, start_grid
 from srt_jax.scaling.loaders import ColumnNames, load_points
 from srt_jax.scaling.objective import chinchilla_residuals
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla_svg_extracted.csv"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_svg_extracted.csv"
 EPOCH_GRID = start_grid(  # (e, a, b, alpha, beta) as in Epoch AI's data_analysis notebook
     np.arange(-1.0, 1.5, 0.5),
     np.arange(0.0, 30.0, 5.0),

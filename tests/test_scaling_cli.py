@@ -15,7 +15,6 @@ from srt_jax.scaling import report as report_module
 from srt_jax.scaling.laws import ChinchillaLaw
 
 ROOT = Path(__file__).resolve().parents[1]
-CHINCHILLA_CSV = ROOT.parent / "shared" / "data" / "chinchilla_svg_extracted.csv"
 LAW = ChinchillaLaw(E=1.8, A=450.0, B=1800.0, alpha=0.34, beta=0.36)
 FIGURES = ("loss_vs_compute", "optimal_allocation", "fit_residuals", "isoflop_profiles")
 
@@ -145,13 +144,26 @@ def test_a_failure_while_writing_leaves_no_partial_output(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["points.csv"]
 
 
-@pytest.mark.skipif(not CHINCHILLA_CSV.exists(), reason="shared/data not present")
 def test_chinchilla_refit_script_prints_the_table(capsys):
     script = load_module(ROOT / "analysis" / "chinchilla_refit.py")
     assert script.main(["--bootstrap", "5"]) == 0
     printed = capsys.readouterr().out
     assert "alpha        0.34731" in printed
     assert "objective (summed Huber): 0.00101827" in printed
+
+
+def test_analysis_scripts_default_to_the_golden_data_in_the_repository():
+    golden = ROOT / "tests" / "data"
+    chinchilla = load_module(ROOT / "analysis" / "chinchilla_refit.py")
+    srt = load_module(ROOT / "analysis" / "srt_figure.py")
+    defaults = (chinchilla.DATA, srt.DEFAULT_DB)
+    assert defaults == (golden, golden / "srt_mlruns.sqlite.bz2")
+    for name in (
+        "chinchilla_svg_extracted.csv",
+        "chinchilla_refit_reference.json",
+        "srt_mlruns.sqlite.bz2",
+    ):
+        assert (golden / name).is_file(), f"golden file {golden / name} is missing"
 
 
 def test_srt_figure_script_on_a_tiny_mlflow_database(tmp_path, capsys):

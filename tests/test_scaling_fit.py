@@ -21,12 +21,9 @@ from srt_jax.scaling.objective import (
 )
 from srt_jax.scaling.points import ScalingPoints
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CHINCHILLA_CSV = SHARED / "chinchilla_svg_extracted.csv"
-REFERENCE_JSON = SHARED / "chinchilla_refit_reference.json"
-needs_shared = pytest.mark.skipif(
-    not CHINCHILLA_CSV.exists(), reason="shared/data (Chinchilla golden set) not present"
-)
+DATA = Path(__file__).resolve().parent / "data"  # golden files, see tests/data/README.md
+CHINCHILLA_CSV = DATA / "chinchilla_svg_extracted.csv"
+REFERENCE_JSON = DATA / "chinchilla_refit_reference.json"
 TRUTH = ChinchillaLaw(E=1.8, A=450.0, B=1800.0, alpha=0.34, beta=0.36)
 
 
@@ -45,7 +42,6 @@ def synthetic_points(seed: int, sigma: float) -> ScalingPoints:
     return ScalingPoints.from_columns(run_id, n, n, d, 6 * n * d, loss, source="synthetic")
 
 
-@needs_shared
 def test_golden_chinchilla_refit():
     points = chinchilla_points()
     assert len(points) == 240
@@ -62,7 +58,6 @@ def test_golden_chinchilla_refit():
     assert fit.convergence()["exponents_at_bound"] == []
 
 
-@needs_shared
 def test_mean_objective_stops_next_to_its_start():
     """The pitfall: scipy's default L-BFGS-B on the MEAN Huber loss quits near the start.
 
@@ -155,7 +150,6 @@ def test_huber_is_quadratic_inside_and_linear_outside():
     np.testing.assert_allclose(huber(r, 1e-3), expected, rtol=1e-12)
 
 
-@needs_shared
 @pytest.mark.parametrize(
     ("fit_key", "derived_key"),
     [

@@ -17,7 +17,7 @@ from srt_jax.errors import DataError
 from srt_jax.scaling.loaders import ColumnNames, detect_format, load_points
 from srt_jax.scaling.mlflow_sqlite import MlflowNames
 
-SRT_DB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "srt_mlruns.sqlite.bz2"
+SRT_DB = Path(__file__).resolve().parent / "data" / "srt_mlruns.sqlite.bz2"  # tests/data/README.md
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -31,7 +31,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 def write_run_dir(
     root: Path, run_id: str, n: float, tokens: float, loss: float, status: str = "done"
 ) -> Path:
-    """A run directory of the DESIGN.md contract: 4 eval points, k = 6 FLOPs per token."""
+    """A run directory (the layout of srt_jax.train.run_dir): 4 eval points, k = 6."""
     run = root / run_id
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(f"model:\n  d_model: {int(n) // 1000}\n")
@@ -286,7 +286,6 @@ def test_not_a_database(tmp_path):
         load_points(fake, fmt="mlflow")
 
 
-@pytest.mark.skipif(not SRT_DB.exists(), reason="shared/data SRT database not present")
 def test_real_srt_database(tmp_path):
     unpacked = tmp_path / "srt.sqlite"
     unpacked.write_bytes(bz2.decompress(SRT_DB.read_bytes()))

@@ -14,7 +14,7 @@ from srt_jax.models.counting import flops_per_token
 from srt_jax.sweep.ladders import LADDERS
 from srt_jax.sweep.spec import data_facts, expand, load_spec
 
-SRT_DB = Path(__file__).resolve().parents[2] / "shared" / "data" / "srt_mlruns.sqlite.bz2"
+SRT_DB = Path(__file__).resolve().parent / "data" / "srt_mlruns.sqlite.bz2"  # tests/data/README.md
 
 
 def tiny_data(cache_dir: Path) -> dict:
@@ -188,8 +188,6 @@ def test_ladders_have_valid_shapes_and_srt15_is_every_shape_of_the_srt_database(
     for name, shapes in LADDERS.items():
         for shape in shapes:
             assert shape["d_model"] % shape["n_heads"] == 0, (name, shape)
-    if not SRT_DB.exists():
-        pytest.skip(f"{SRT_DB} not present")
     db_path = tmp_path / "srt.sqlite"
     db_path.write_bytes(bz2.decompress(SRT_DB.read_bytes()))
     with sqlite3.connect(db_path) as db:

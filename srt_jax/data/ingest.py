@@ -24,9 +24,10 @@
       different sizes with one seed are nested, which data-size ladders need. The item k-core
       is not re-imposed on the sample; meta.json records this order.
 
-5. **Write** the store atomically: users numbered 0..U-1 and items 1..I densely (original id
-   order), with meta.json recording sources, detected layouts, filters, rows removed by each
-   filter and bad-row counts. A failed prepare leaves nothing at the output path.
+5. **Write** the store atomically: users numbered 0..n_users-1 and items 1..n_items
+   densely (original id order), with meta.json recording sources, detected layouts,
+   filters, rows removed by each filter and bad-row counts. A failed prepare leaves nothing
+   at the output path.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 def write_columns(
     out: str | Path, columns: Interactions, meta: dict[str, Any], *, overwrite: bool, progress: bool
 ) -> SequenceStore:
-    """Write sorted, filtered columns as a store (users 0..U-1, items 1..I, densely)."""
+    """Write sorted, filtered columns as a store (users 0..n_users-1, items 1..n_items, densely)."""
     user_new, user_present = _dense(columns.users, len(columns.user_ids))
     item_new, item_present = _dense(columns.items, len(columns.item_ids))
     users = user_new[columns.users]

@@ -68,7 +68,7 @@ class FitOptions:
 
 @dataclass(frozen=True)
 class FitReport:
-    """Everything :func:`analyse` computed (see the module doc); arrays are per run [R]."""
+    """Everything :func:`analyse` computed (see the module doc); arrays are per run [runs]."""
 
     points: ScalingPoints
     options: FitOptions

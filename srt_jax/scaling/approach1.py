@@ -23,7 +23,8 @@ from srt_jax.scaling.points import Curve
 
 @dataclass(frozen=True)
 class Approach1Result:
-    """Envelope points (arrays [M]) and the power laws fitted to them.
+    """Envelope points (arrays [envelope], one entry per compute value) and the power laws
+    fitted to them.
 
     ``compute`` in FLOPs; ``loss`` the envelope loss; ``n_opt`` / ``d_opt`` the parameters
     and tokens of the envelope run at that compute; ``run_id`` which run it is.
@@ -57,7 +58,7 @@ def fit_approach1(
     n_compute: int = 40,
     smooth: int = 3,
 ) -> Approach1Result:
-    """Envelope of the curves of runs with ``n_params`` [R] parameters (see module doc)."""
+    """Envelope of the curves of runs with ``n_params`` [runs] parameters (see module doc)."""
     have = [i for i, c in enumerate(curves) if c is not None]
     if len(have) < 2:
         raise DataError("approach 1 needs training curves of at least 2 runs")

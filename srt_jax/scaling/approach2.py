@@ -106,7 +106,7 @@ def fit_approach2(
     window_dex: float = 1.0,
     with_spline: bool = True,
 ) -> Approach2Result:
-    """IsoFLOP analysis of runs with N [R], final C [R] and loss [R] (and curves if any).
+    """IsoFLOP analysis of runs with N, final C and loss [runs] (and curves if any).
 
     ``budgets`` (FLOPs) default to ``n_budgets`` log-spaced values over the final computes;
     ``with_spline=False`` skips the smoothing-spline check (the bootstrap does not need it).

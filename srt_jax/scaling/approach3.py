@@ -101,11 +101,11 @@ def inner_fit(
     """Best (E, A, B) >= 0 for each exponent pair by damped Newton steps (module doc, step 1).
 
     Args:
-      alpha, beta: exponent pairs, shape [G].
+      alpha, beta: exponent pairs, shape [pairs].
       log_n, log_d, log_loss: logs of N, D and loss of the points, shape [n].
-      start: optional (E, A, B) per pair [G, 3] to start from instead of least squares.
+      start: optional (E, A, B) per pair [pairs, 3] to start from instead of least squares.
     Returns:
-      coefficients [G, 3] as (E, A, B) and the summed Huber objective [G].
+      coefficients [pairs, 3] as (E, A, B) and the summed Huber objective [pairs].
     """
     # Features divided by the observed loss, so that features @ (E, A, B) = L_hat / L.
     features = np.stack(

@@ -22,7 +22,7 @@ from srt_jax.scaling.points import Curve
 def pareto_frontier(
     compute: np.ndarray, values: np.ndarray, *, lower_is_better: bool
 ) -> np.ndarray:
-    """Indices of the frontier runs, ordered by compute (shape [F]); NaN values never count."""
+    """Indices of the frontier runs, ordered by compute (shape [frontier]); NaN never counts."""
     order = np.argsort(compute, kind="stable")
     sign = 1.0 if lower_is_better else -1.0
     best, keep = np.inf, []
@@ -37,7 +37,7 @@ def pareto_frontier(
 def curve_frontier(
     curves: Sequence[Curve | None], metric: str | None = None, *, lower_is_better: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frontier over every evaluation of every curve: (compute [F], value [F]).
+    """Frontier over every evaluation of every curve: (compute [frontier], value [frontier]).
 
     ``metric`` names a curve metric; None means the loss.
     """
@@ -51,7 +51,7 @@ def curve_frontier(
 
 
 def fit_compute_law(compute: np.ndarray, loss: np.ndarray, delta: float) -> dict:
-    """L(C) = E + A C^-gamma through frontier points [F] (JSON-ready E, A, gamma, objective)."""
+    """L(C) = E + A C^-gamma through frontier points (JSON-ready E, A, gamma, objective)."""
     if compute.size < 3:
         raise DataError(f"the compute law needs 3 or more frontier points; got {compute.size}")
     log_c, log_loss = np.log(compute), np.log(loss)
@@ -75,7 +75,7 @@ def fit_compute_law(compute: np.ndarray, loss: np.ndarray, delta: float) -> dict
 
 
 def fit_metric_law(compute: np.ndarray, metric: np.ndarray) -> dict:
-    """m(C) = a + b ln C through frontier points [F] by least squares (JSON-ready)."""
+    """m(C) = a + b ln C through frontier points by least squares (JSON-ready)."""
     if compute.size < 2:
         raise DataError(f"the metric law needs 2 or more frontier points; got {compute.size}")
     b, a = np.polyfit(np.log(compute), metric, 1)

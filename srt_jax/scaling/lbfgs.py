@@ -110,7 +110,7 @@ def many_start_fit(
     options: dict | None = None,
     show_progress: bool = False,
 ) -> LbfgsResult:
-    """Run :func:`minimize_huber` from every row of ``starts`` [S, p]; keep the best."""
+    """Run :func:`minimize_huber` from every row of ``starts`` [starts, p]; keep the best."""
     best: LbfgsResult | None = None
     starts = np.asarray(starts, float)
     with progress_bar(len(starts), "L-BFGS starts", disable=not show_progress) as bar:

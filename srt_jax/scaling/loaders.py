@@ -3,8 +3,8 @@
 Formats (``load_points(source, fmt=...)``; "auto" picks one from what SOURCE is):
 
 - ``runs``: a directory searched recursively for run directories (``summary.json`` +
-  ``metrics.jsonl``, the run-directory contract of DESIGN.md). Runs whose status is not
-  "done" are skipped and counted in the notes. N from ``params_total`` /
+  ``metrics.jsonl``, the run-directory contract of docs/architecture.md). Runs whose status
+  is not "done" are skipped and counted in the notes. N from ``params_total`` /
   ``params_non_embedding``, D from ``train_tokens``, C from ``train_flops``, the loss from
   ``eval.loss``; the curve from the ``"kind": "eval"`` lines of ``metrics.jsonl``.
 - ``export``: ``runs.csv`` / ``runs.parquet`` written by ``srt-jax sweep export`` (columns

@@ -22,7 +22,7 @@ ParamsKind = Literal["total", "non_embedding"]
 
 @dataclass(frozen=True)
 class Curve:
-    """One run's evaluation curve, ordered by training progress; every array has shape [T].
+    """One run's evaluation curve, ordered by training progress; every array has shape [evals].
 
     ``tokens`` and ``flops`` are cumulative trained target tokens and training FLOPs at
     each evaluation, ``loss`` the held-out loss there and ``metrics`` ranking metrics.
@@ -47,7 +47,7 @@ class Curve:
 
 @dataclass(frozen=True)
 class ScalingPoints:
-    """Final results of R runs (arrays of shape [R]) and their curves.
+    """Final results of a set of runs (arrays of shape [runs]) and their curves.
 
     Attributes:
       run_id: run identifiers (unique per run in the source; a bootstrap sample repeats them).
@@ -55,7 +55,7 @@ class ScalingPoints:
       tokens: trained target tokens D.
       compute: training FLOPs C.
       loss: held-out loss at the end of training (nats/token).
-      metrics: ranking metrics at the end of training, name -> [R].
+      metrics: ranking metrics at the end of training, name -> [runs].
       curves: per run its :class:`Curve` or None, aligned with the arrays.
       source: where the points came from; notes: what the loader skipped or assumed.
     """
@@ -132,7 +132,7 @@ class ScalingPoints:
         return any(c is not None for c in self.curves)
 
     def params(self, kind: ParamsKind) -> np.ndarray:
-        """Parameter counts N [R] of the chosen kind; an error if any is missing."""
+        """Parameter counts N [runs] of the chosen kind; an error if any is missing."""
         values = self.n_total if kind == "total" else self.n_non_embedding
         bad = ~(np.isfinite(values) & (values > 0))
         if bad.any():
@@ -144,7 +144,7 @@ class ScalingPoints:
         return values
 
     def flops_per_param_token(self, kind: ParamsKind) -> np.ndarray:
-        """C / (N D) per run [R]: the FLOPs each parameter spends on each trained token."""
+        """C / (N D) per run [runs]: the FLOPs each parameter spends on each trained token."""
         return self.compute / (self.params(kind) * self.tokens)
 
     def at_best_checkpoint(self) -> ScalingPoints:

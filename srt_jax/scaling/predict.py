@@ -30,7 +30,7 @@ def holdout_check(
     fraction: float,
     delta: float,
 ) -> dict:
-    """Refit on all but the largest-compute runs (arrays [R]); JSON-ready prediction errors."""
+    """Refit on all but the largest-compute runs (arrays [runs]); JSON-ready prediction errors."""
     count = max(1, round(fraction * compute.size))
     order = np.argsort(compute, kind="stable")
     kept, held = order[:-count], order[-count:]
@@ -64,11 +64,11 @@ def holdout_check(
 def allocation_bands(
     samples: dict[str, np.ndarray], k: float, compute: np.ndarray, level: float = 0.95
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Bootstrap bands of N*(C), D*(C) and L*(C) along ``compute`` [M].
+    """Bootstrap bands of N*(C), D*(C) and L*(C) along ``compute`` [grid].
 
-    ``samples`` holds per-resample law parameters (E, A, B, alpha, beta, arrays [S]); the
-    result maps "N_opt", "D_opt" and "loss" to (low [M], high [M]) percentile bands over
-    the resamples whose value there is finite (NaN where none is).
+    ``samples`` holds per-resample law parameters (E, A, B, alpha, beta, arrays
+    [resamples]); the result maps "N_opt", "D_opt" and "loss" to (low [grid], high [grid])
+    percentile bands over the resamples whose value there is finite (NaN where none is).
     """
     keep = np.all([np.isfinite(samples[p]) for p in ("E", "A", "B", "alpha", "beta")], axis=0)
     laws = [

@@ -5,7 +5,7 @@ base value. Ladders:
 
 - ``srt15``: the 15 transformer shapes of SRT's Amazon sweep (Zivic et al. 2024), every
   distinct ``(n_layers, hidden_size, n_heads, inner_size)`` in the authors' MLflow database
-  (``../shared/data/srt_mlruns.sqlite.bz2``, params of experiment
+  (``tests/data/srt_mlruns.sqlite.bz2``, params of experiment
   ``amazon-scaling-law-rand-neg-2``): layers 1-24 x hidden 32-256, heads 1-4, and a
   feed-forward width equal to the hidden size (``inner_size``).
 - ``tiny``: four shapes of a few thousand parameters for tests and quick demos.

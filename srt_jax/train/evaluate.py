@@ -14,7 +14,7 @@ hidden state. The target's rank is
 over the candidates, i.e. ties are resolved pessimistically (an item scoring exactly as the
 target counts as above it, so a constant scorer ranks every target last, never first).
 Candidates are the whole catalog (full ranking, the default) or, with
-``eval.sampled_candidates = N``, the target plus N distinct other items drawn uniformly per
+``eval.sampled_candidates``, the target plus that many distinct other items drawn uniformly per
 target from ``(candidate_seed, user, target position)`` — SRT's protocol, labelled as such.
 
 Every ranking is reported twice: unfiltered (RecBole's protocol, keys like ``ndcg@10``) and
@@ -62,8 +62,8 @@ def rank_targets(
     hidden_UxD: jax.Array,
     table_VxD: jax.Array,
     targets_U: jax.Array,
-    seen_UxH: jax.Array,
-    candidates_UxN: jax.Array | None,
+    seen_UxA: jax.Array,
+    candidates_UxY: jax.Array | None,
     item_chunk: int,
 ) -> tuple[jax.Array, jax.Array]:
     """1-based ranks of each user's target, unfiltered and with seen items filtered.
@@ -72,10 +72,10 @@ def rank_targets(
       hidden_UxD: the hidden state that scores the next item, per user.
       table_VxD: item table, V = n_items + 1 (row 0 = padding, never a candidate).
       targets_U: int32 target item of each user (>= 1).
-      seen_UxH: int32 items to filter per user (0 = none; may repeat).
-      candidates_UxN: int32 sampled candidates per user (besides the target), or None for
+      seen_UxA: int32 items to filter per user (0 = none; may repeat).
+      candidates_UxY: int32 sampled candidates per user (besides the target), or None for
         the whole catalog.
-      item_chunk: items scored at a time (C; at most V, so a small catalog is one chunk).
+      item_chunk: items scored at a time (T; at most V, so a small catalog is one chunk).
 
     Returns:
       ``(ranks_U, filtered_ranks_U)`` int32, see the module docstring for the rule.
@@ -84,30 +84,30 @@ def rank_targets(
     V = table_VxD.shape[0]
     item_chunk = min(item_chunk, V)
     n_chunks = -(-V // item_chunk)
-    table_PxD = jnp.pad(table_VxD, ((0, n_chunks * item_chunk - V), (0, 0)))
+    table_ZxD = jnp.pad(table_VxD, ((0, n_chunks * item_chunk - V), (0, 0)))
     target_score_U = target_scores(hidden_UxD, table_VxD, targets_U)
     rows_U = jnp.arange(U)[:, None]
 
-    def in_chunk(items_UxK: jax.Array, first: jax.Array) -> jax.Array:
-        """bool [U, C]: which of the chunk's items appear in each user's ``items_UxK``."""
-        local = items_UxK - first
+    def in_chunk(items_UxX: jax.Array, first: jax.Array) -> jax.Array:
+        """bool [U, T]: which of the chunk's items appear in each user's ``items_UxX``."""
+        local = items_UxX - first
         local = jnp.where((local >= 0) & (local < item_chunk), local, item_chunk)
         mask = jnp.zeros((U, item_chunk), bool)
         return mask.at[rows_U, local].set(True, mode="drop")
 
     def count_chunk(counts: tuple[jax.Array, jax.Array], c: jax.Array):
         first = c * item_chunk
-        rows_CxD = jax.lax.dynamic_slice_in_dim(table_PxD, first, item_chunk)
-        scores_UxC = scores(hidden_UxD, rows_CxD)
-        item_C = first + jnp.arange(item_chunk)
-        eligible_UxC = (item_C >= 1) & (item_C < V) & (item_C != targets_U[:, None])
-        if candidates_UxN is not None:
-            eligible_UxC &= in_chunk(candidates_UxN, first)
-        above_UxC = eligible_UxC & (scores_UxC >= target_score_U[:, None])
-        above_unseen_UxC = above_UxC & ~in_chunk(seen_UxH, first)
+        rows_TxD = jax.lax.dynamic_slice_in_dim(table_ZxD, first, item_chunk)
+        scores_UxT = scores(hidden_UxD, rows_TxD)
+        item_T = first + jnp.arange(item_chunk)
+        eligible_UxT = (item_T >= 1) & (item_T < V) & (item_T != targets_U[:, None])
+        if candidates_UxY is not None:
+            eligible_UxT &= in_chunk(candidates_UxY, first)
+        above_UxT = eligible_UxT & (scores_UxT >= target_score_U[:, None])
+        above_unseen_UxT = above_UxT & ~in_chunk(seen_UxA, first)
         return (
-            counts[0] + above_UxC.sum(axis=1, dtype=jnp.int32),
-            counts[1] + above_unseen_UxC.sum(axis=1, dtype=jnp.int32),
+            counts[0] + above_UxT.sum(axis=1, dtype=jnp.int32),
+            counts[1] + above_unseen_UxT.sum(axis=1, dtype=jnp.int32),
         ), None
 
     zeros = jnp.zeros(U, jnp.int32)
@@ -173,15 +173,15 @@ class Evaluator:
         net = self._model(params, rest)
         return full_softmax_loss(net(inputs_BxL), net.item_table(), targets_BxL, mask_BxL)
 
-    def _rank_fn(self, params, rest, inputs_UxL, targets_U, seen_UxH, *candidates_UxN):
+    def _rank_fn(self, params, rest, inputs_UxL, targets_U, seen_UxA, *candidates_UxY):
         net = self._model(params, rest)
         hidden_UxD = net(inputs_UxL)[:, -1]
         return rank_targets(
             hidden_UxD,
             net.item_table(),
             targets_U,
-            seen_UxH,
-            candidates_UxN[0] if candidates_UxN else None,
+            seen_UxA,
+            candidates_UxY[0] if candidates_UxY else None,
             self.cfg.item_chunk,
         )
 
@@ -293,7 +293,7 @@ class Evaluator:
                 )
 
     def _candidates(self, user: np.ndarray, pos: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """int32 [U, N]: N distinct items other than the target, per row."""
+        """int32 [U, Y]: ``sampled_candidates`` distinct items other than the target, per row."""
         rows = []
         for u, p, t in zip(user, pos, target, strict=True):
             rng = np.random.default_rng([self.cfg.candidate_seed, int(u), int(p)])

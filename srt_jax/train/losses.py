@@ -76,10 +76,10 @@ def _flatten(
     return hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1]), targets_N, mask_N
 
 
-def scores(h_NxD: jax.Array, items_MxD: jax.Array) -> jax.Array:
-    """``h @ items.T`` in the hidden's dtype with float32 results, ``[N, M]``."""
+def scores(h_NxD: jax.Array, items_XxD: jax.Array) -> jax.Array:
+    """``h @ items.T`` in the hidden's dtype with float32 results, ``[N, X]``."""
     return jnp.einsum(
-        "nd,md->nm", h_NxD, items_MxD.astype(h_NxD.dtype), preferred_element_type=jnp.float32
+        "nd,xd->nx", h_NxD, items_XxD.astype(h_NxD.dtype), preferred_element_type=jnp.float32
     )
 
 
@@ -123,79 +123,81 @@ def full_softmax_loss(
 def _cross_entropy_chunks(
     chunk_len: int,
     h_BxLxD: jax.Array,
-    items_IxD: jax.Array,
+    items_CxD: jax.Array,
     labels_BxL: jax.Array,
     weights_BxL: jax.Array,
     with_grads: bool,
 ) -> tuple[jax.Array, ...]:
     """Σ weight x (logsumexp(logits) - logits[label]) over chunks of ``chunk_len`` positions.
 
+    ``items_CxD`` are the C = n_items real items (the table without its padding row); a
+    ``lax.scan`` runs over Q = L / chunk_len chunks of T = B x chunk_len positions each.
     With ``with_grads`` also returns the per-position losses and the gradients of the sum
     with respect to ``h`` and ``items``.
     """
     B, L, _ = h_BxLxD.shape
     n_chunks = L // chunk_len
 
-    def by_chunk(x_BxL: jax.Array) -> jax.Array:  # [B, L, ...] -> [n_chunks, B * l, ...]
+    def by_chunk(x_BxL: jax.Array) -> jax.Array:  # [B, L, ...] -> [Q, T, ...]
         x = x_BxL.reshape(B, n_chunks, chunk_len, *x_BxL.shape[2:]).swapaxes(0, 1)
         return x.reshape(n_chunks, B * chunk_len, *x_BxL.shape[2:])
 
-    def unchunk(x_MxC: jax.Array) -> jax.Array:  # inverse of by_chunk
-        x = x_MxC.reshape(n_chunks, B, chunk_len, *x_MxC.shape[2:]).swapaxes(0, 1)
-        return x.reshape(B, L, *x_MxC.shape[2:])
+    def unchunk(x_QxT: jax.Array) -> jax.Array:  # inverse of by_chunk
+        x = x_QxT.reshape(n_chunks, B, chunk_len, *x_QxT.shape[2:]).swapaxes(0, 1)
+        return x.reshape(B, L, *x_QxT.shape[2:])
 
     def chunk(carry: tuple[jax.Array, ...], xs: tuple[jax.Array, ...]):
-        h_CxD, labels_C, weights_C = xs
-        logits_CxI = scores(h_CxD, items_IxD)
-        lse_C = jax.nn.logsumexp(logits_CxI, axis=1)
-        loss_C = lse_C - jnp.take_along_axis(logits_CxI, labels_C[:, None], axis=1)[:, 0]
-        loss_sum = carry[0] + (weights_C * loss_C).sum()
+        h_TxD, labels_T, weights_T = xs
+        logits_TxC = scores(h_TxD, items_CxD)
+        lse_T = jax.nn.logsumexp(logits_TxC, axis=1)
+        loss_T = lse_T - jnp.take_along_axis(logits_TxC, labels_T[:, None], axis=1)[:, 0]
+        loss_sum = carry[0] + (weights_T * loss_T).sum()
         if not with_grads:
             return (loss_sum,), None
-        dlogits_CxI = weights_C[:, None] * (
-            jnp.exp(logits_CxI - lse_C[:, None])
-            - jax.nn.one_hot(labels_C, items_IxD.shape[0], dtype=jnp.float32)
+        dlogits_TxC = weights_T[:, None] * (
+            jnp.exp(logits_TxC - lse_T[:, None])
+            - jax.nn.one_hot(labels_T, items_CxD.shape[0], dtype=jnp.float32)
         )
-        dlogits_CxI = dlogits_CxI.astype(h_CxD.dtype)
-        dh_CxD = jnp.einsum(
-            "ci,id->cd",
-            dlogits_CxI,
-            items_IxD.astype(h_CxD.dtype),
+        dlogits_TxC = dlogits_TxC.astype(h_TxD.dtype)
+        dh_TxD = jnp.einsum(
+            "tc,cd->td",
+            dlogits_TxC,
+            items_CxD.astype(h_TxD.dtype),
             preferred_element_type=jnp.float32,
         )
-        ditems_IxD = carry[1] + jnp.einsum(
-            "ci,cd->id", dlogits_CxI, h_CxD, preferred_element_type=jnp.float32
+        ditems_CxD = carry[1] + jnp.einsum(
+            "tc,td->cd", dlogits_TxC, h_TxD, preferred_element_type=jnp.float32
         )
-        return (loss_sum, ditems_IxD), (loss_C, dh_CxD.astype(h_CxD.dtype))
+        return (loss_sum, ditems_CxD), (loss_T, dh_TxD.astype(h_TxD.dtype))
 
     init = (jnp.zeros((), jnp.float32),)
     if with_grads:
-        init = (*init, jnp.zeros(items_IxD.shape, jnp.float32))
+        init = (*init, jnp.zeros(items_CxD.shape, jnp.float32))
     xs = (by_chunk(h_BxLxD), by_chunk(labels_BxL), by_chunk(weights_BxL))
     carry, per_chunk = jax.lax.scan(chunk, init, xs)
     if not with_grads:
         return carry
-    loss_MxC, dh_MxCxD = per_chunk
-    return carry[0], unchunk(loss_MxC), unchunk(dh_MxCxD), carry[1].astype(items_IxD.dtype)
+    loss_QxT, dh_QxTxD = per_chunk
+    return carry[0], unchunk(loss_QxT), unchunk(dh_QxTxD), carry[1].astype(items_CxD.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _cross_entropy_sum(chunk_len, h_BxLxD, items_IxD, labels_BxL, weights_BxL):
+def _cross_entropy_sum(chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL):
     return _cross_entropy_chunks(
-        chunk_len, h_BxLxD, items_IxD, labels_BxL, weights_BxL, with_grads=False
+        chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL, with_grads=False
     )[0]
 
 
-def _cross_entropy_sum_fwd(chunk_len, h_BxLxD, items_IxD, labels_BxL, weights_BxL):
-    loss_sum, loss_BxL, dh_BxLxD, ditems_IxD = _cross_entropy_chunks(
-        chunk_len, h_BxLxD, items_IxD, labels_BxL, weights_BxL, with_grads=True
+def _cross_entropy_sum_fwd(chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL):
+    loss_sum, loss_BxL, dh_BxLxD, ditems_CxD = _cross_entropy_chunks(
+        chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL, with_grads=True
     )
-    return loss_sum, (loss_BxL, dh_BxLxD, ditems_IxD)
+    return loss_sum, (loss_BxL, dh_BxLxD, ditems_CxD)
 
 
 def _cross_entropy_sum_bwd(chunk_len, residuals, g):
-    loss_BxL, dh_BxLxD, ditems_IxD = residuals
-    return (g.astype(dh_BxLxD.dtype) * dh_BxLxD, g * ditems_IxD, None, g * loss_BxL)
+    loss_BxL, dh_BxLxD, ditems_CxD = residuals
+    return (g.astype(dh_BxLxD.dtype) * dh_BxLxD, g * ditems_CxD, None, g * loss_BxL)
 
 
 _cross_entropy_sum.defvjp(_cross_entropy_sum_fwd, _cross_entropy_sum_bwd)

@@ -1,4 +1,4 @@
-"""The run directory of one training run (DESIGN.md's contract).
+"""The run directory of one training run (its contract: docs/architecture.md, "Run directory").
 
 ::
 
