@@ -4,6 +4,7 @@ FLOP count."""
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -113,3 +114,11 @@ def test_isoflop_sizes_each_backbone_with_its_own_flops(tmp_path):
         assert run.tokens == round(1e9 / per_token)
     mamba = [r for r in runs if r.config.model.backbone == "mamba"]
     assert len(mamba) == 4 and all(r.config.model.n_heads is None for r in mamba)
+
+
+def test_the_shipped_mamba4rec_config_has_mamba4rec_s_shape():
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "ml100k_mamba4rec.yaml")
+    model = config.model
+    assert model.backbone == "mamba" and (model.d_model, model.n_layers) == (64, 1)
+    assert (model.mamba.d_state, model.mamba.d_conv, model.mamba.expand) == (32, 4, 2)
+    assert config.data.dataset == "movielens-100k" and config.train.loss == "full_softmax"

@@ -35,7 +35,7 @@ class EmbeddingParam(nnx.Param):
     """A parameter that is an embedding table (items, hashed buckets or positions)."""
 
 
-def hash_buckets_of(ids_N: jax.Array, n_hashes: int, n_buckets: int) -> jax.Array:
+def hash_buckets_of(ids_X: jax.Array, n_hashes: int, n_buckets: int) -> jax.Array:
     """The fixed bucket indices of item indices, computable inside ``jit``.
 
     Hash i of item x is ``(((a_i * x + b_i) mod 2^32) >> 8) mod n_buckets`` with the
@@ -43,19 +43,19 @@ def hash_buckets_of(ids_N: jax.Array, n_hashes: int, n_buckets: int) -> jax.Arra
     multiplicative hash, are dropped).
 
     Args:
-      ids_N: integer item indices of any shape ``N...`` (values < 2^32).
-      n_hashes: number of hash functions k.
-      n_buckets: table rows m.
+      ids_X: integer item indices of any shape ``X`` (values < 2^32).
+      n_hashes: number of hash functions J.
+      n_buckets: table rows M.
 
     Returns:
-      int32 array of shape ``N... x k`` with values in ``[0, n_buckets)``.
+      int32 array of shape ``X x J`` with values in ``[0, n_buckets)``.
     """
     i = np.arange(n_hashes, dtype=np.uint64)
-    a_K = jnp.asarray((_GOLDEN * (2 * i + 1)) % 2**32, dtype=jnp.uint32)
-    b_K = jnp.asarray((_MIX * (i + 1)) % 2**32, dtype=jnp.uint32)
-    x_NxK = ids_N.astype(jnp.uint32)[..., None]
-    mixed_NxK = (a_K * x_NxK + b_K) >> _DROPPED_LOW_BITS
-    return (mixed_NxK % jnp.uint32(n_buckets)).astype(jnp.int32)
+    a_J = jnp.asarray((_GOLDEN * (2 * i + 1)) % 2**32, dtype=jnp.uint32)
+    b_J = jnp.asarray((_MIX * (i + 1)) % 2**32, dtype=jnp.uint32)
+    x_XxJ = ids_X.astype(jnp.uint32)[..., None]
+    mixed_XxJ = (a_J * x_XxJ + b_J) >> _DROPPED_LOW_BITS
+    return (mixed_XxJ % jnp.uint32(n_buckets)).astype(jnp.int32)
 
 
 class IdEncoder(nnx.Module):
@@ -65,7 +65,7 @@ class IdEncoder(nnx.Module):
         self.table_VxD = EmbeddingParam(EMBEDDING_INIT(rngs.params(), (n_items + 1, d_model)))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        """Vectors of ``ids`` (any integer shape S): float32 ``S x D``."""
+        """Vectors of ``ids`` (any integer shape X): float32 ``X x D``."""
         return jnp.take(self.table_VxD[...], ids, axis=0)
 
     def table(self) -> jax.Array:
@@ -74,7 +74,7 @@ class IdEncoder(nnx.Module):
 
 
 class HashedEncoder(nnx.Module):
-    """Sum of ``n_hashes`` rows of a shared ``hash_buckets x D`` table (see module doc)."""
+    """Sum of J = ``n_hashes`` rows of a shared ``M x D`` table, M = ``hash_buckets``."""
 
     def __init__(
         self, n_items: int, d_model: int, n_hashes: int, n_buckets: int, *, rngs: nnx.Rngs
@@ -85,9 +85,9 @@ class HashedEncoder(nnx.Module):
         self.buckets_MxD = EmbeddingParam(EMBEDDING_INIT(rngs.params(), (n_buckets, d_model)))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        """Vectors of ``ids`` (any integer shape S): float32 ``S x D``."""
-        buckets_SxK = hash_buckets_of(ids, self.n_hashes, self.n_buckets)
-        return jnp.take(self.buckets_MxD[...], buckets_SxK, axis=0).sum(axis=-2)
+        """Vectors of ``ids`` (any integer shape X): float32 ``X x D``."""
+        buckets_XxJ = hash_buckets_of(ids, self.n_hashes, self.n_buckets)
+        return jnp.take(self.buckets_MxD[...], buckets_XxJ, axis=0).sum(axis=-2)
 
     def table(self) -> jax.Array:
         """All items' vectors, ``[n_items + 1, D]`` (row 0 = padding), built each call."""

@@ -109,9 +109,9 @@ class CausalConv1d(nnx.Module):
         y_BxLxI = sum(padded_BxPxI[:, w : w + L] * kernel_WxI[w] for w in range(W))
         return y_BxLxI + self.bias[...].astype(x_BxLxI.dtype)
 
-    def step(self, window_BxVxI: jax.Array, x_BxI: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """One position: ``(new window, y_BxI)`` from the W-1 previous inputs (V = W-1)."""
-        full_BxWxI = jnp.concatenate([window_BxVxI, x_BxI[:, None]], axis=1)
+    def step(self, window_BxGxI: jax.Array, x_BxI: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One position: ``(new window, y_BxI)`` from the W-1 previous inputs (G = W-1)."""
+        full_BxWxI = jnp.concatenate([window_BxGxI, x_BxI[:, None]], axis=1)
         y_BxI = jnp.einsum("bwi,wi->bi", full_BxWxI, self.kernel[...].astype(x_BxI.dtype))
         return full_BxWxI[:, 1:], y_BxI + self.bias[...].astype(x_BxI.dtype)
 

@@ -137,11 +137,11 @@ def _sequential_bwd(residuals, dy_LxBxI):
         step, jnp.zeros_like(h_LxBxIxS[0]), (dy_LxBxI, C_LxBxS, delta), reverse=True
     )
 
-    def shift_later(x_LxBxN: jax.Array) -> jax.Array:  # row t holds x[t + 1]; the last is 0
-        return jnp.concatenate([x_LxBxN[1:], jnp.zeros_like(x_LxBxN[:1])], axis=0)
+    def shift_later(x_LxBxX: jax.Array) -> jax.Array:  # row t holds x[t + 1]; the last is 0
+        return jnp.concatenate([x_LxBxX[1:], jnp.zeros_like(x_LxBxX[:1])], axis=0)
 
-    def shift_earlier(x_LxBxN: jax.Array) -> jax.Array:  # row t holds x[t - 1]; the first is 0
-        return jnp.concatenate([jnp.zeros_like(x_LxBxN[:1]), x_LxBxN[:-1]], axis=0)
+    def shift_earlier(x_LxBxX: jax.Array) -> jax.Array:  # row t holds x[t - 1]; the first is 0
+        return jnp.concatenate([jnp.zeros_like(x_LxBxX[:1]), x_LxBxX[:-1]], axis=0)
 
     gh_LxBxIxS = g_LxBxIxS * h_LxBxIxS  # row t: g[t] h[t], i.e. dA dh h_prev of position t+1
     dh_B_LxBxI = jnp.sum(g_LxBxIxS * B_LxBxS[:, :, None, :], axis=-1) + dy_LxBxI * jnp.sum(
@@ -208,8 +208,8 @@ def selective_scan(
     T = min(chunk_size, L)
     Q = -(-L // T)
 
-    def chunked(x_BxLxN: jax.Array) -> jax.Array:  # -> Q x B x T x N, zero-padded on the right
-        padded = jnp.pad(x_BxLxN, ((0, 0), (0, Q * T - L), (0, 0)))
+    def chunked(x_BxLxX: jax.Array) -> jax.Array:  # -> Q x B x T x X, zero-padded on the right
+        padded = jnp.pad(x_BxLxX, ((0, 0), (0, Q * T - L), (0, 0)))
         return padded.reshape(batch, Q, T, -1).swapaxes(0, 1)
 
     def body(h_BxIxS: jax.Array, inputs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
