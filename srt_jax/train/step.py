@@ -207,6 +207,21 @@ class TrainStep:
         ).compile()
         return time.perf_counter() - start
 
+    def memory_bytes(self) -> dict[str, int]:
+        """XLA's memory plan of the compiled step (after :meth:`compile`), in bytes:
+        ``arguments`` (state, batch, constants), ``outputs``, ``temporaries`` (activations
+        and workspace) and ``peak`` (their sum less the donated buffers it reuses)."""
+        if self._compiled is None:
+            raise RuntimeError("compile() the step before asking for its memory plan")
+        plan = self._compiled.memory_analysis()
+        sizes = {
+            "arguments": int(plan.argument_size_in_bytes),
+            "outputs": int(plan.output_size_in_bytes),
+            "temporaries": int(plan.temp_size_in_bytes),
+        }
+        sizes["peak"] = sum(sizes.values()) - int(plan.alias_size_in_bytes)
+        return sizes
+
     def __call__(
         self, state: TrainState, batch: dict[str, jax.Array], step_index: int, tokens_seen: int
     ) -> tuple[TrainState, dict[str, jax.Array]]:

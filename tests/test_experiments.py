@@ -1,0 +1,41 @@
+"""Every experiment runs end to end in its --quick mode and writes its results JSON, its
+figure and its markdown table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_quick(script: str, out: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=out.parent,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_ssm_vs_attention_quick(tmp_path):
+    out = tmp_path / "ssm"
+    results = run_quick("ssm_vs_attention.py", out)
+    assert results["quick"] is True
+    summary = results["quality"]["summary"]
+    assert set(summary) == {"transformer", "mamba"}
+    for backbone in summary.values():
+        assert 0 <= backbone["ndcg@10"]["mean"] <= 1
+    (row,) = results["speed"]["rows"]
+    assert row["transformer"]["s_per_1k_tokens"] > 0 and row["mamba"]["peak_mib"] > 0
+    (serving,) = results["serving"]["rows"]
+    assert serving["mamba_recurrent_s"] > 0 and serving["transformer_reencode_s"] > 0
+    assert (out / "ssm_vs_attention.png").stat().st_size > 0
+    table = (out / "table.md").read_text()
+    assert "NDCG@10" in table and "Mamba speed-up" in table
