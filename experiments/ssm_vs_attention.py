@@ -263,35 +263,15 @@ def figure(results: dict, out: Path) -> list[Path]:
     if "speed" in results:
         rows = results["speed"]["rows"]
         lengths = [r["L"] for r in rows]
-        for backbone in BACKBONES:
-            axes[0].plot(
-                lengths,
-                [r[backbone]["s_per_1k_tokens"] for r in rows],
-                "o-",
-                color=colours[backbone],
-                label=backbone,
-            )
-            axes[1].plot(
-                lengths,
-                [r[backbone]["peak_mib"] for r in rows],
-                "o-",
-                color=colours[backbone],
-                label=backbone,
-            )
-        axes[0].set(
-            xscale="log",
-            yscale="log",
-            xlabel="window length L",
-            ylabel="train-step seconds per 1k tokens",
-            title="training cost",
+        panels = (
+            (axes[0], "s_per_1k_tokens", "train-step seconds per 1k tokens", "training cost"),
+            (axes[1], "peak_mib", "planned peak memory of the step (MiB)", "training memory"),
         )
-        axes[1].set(
-            xscale="log",
-            yscale="log",
-            xlabel="window length L",
-            ylabel="planned peak memory of the step (MiB)",
-            title="training memory",
-        )
+        for ax, key, ylabel, title in panels:
+            for backbone in BACKBONES:
+                values = [r[backbone][key] for r in rows]
+                ax.plot(lengths, values, "o-", color=colours[backbone], label=backbone)
+            ax.set(xscale="log", yscale="log", xlabel="window length L", ylabel=ylabel, title=title)
     if "serving" in results:
         rows = results["serving"]["rows"]
         lengths = [r["history"] for r in rows]

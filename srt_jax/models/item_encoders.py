@@ -101,3 +101,21 @@ def make_item_encoder(
     if cfg.item_encoder == "hashed":
         return HashedEncoder(n_items, cfg.d_model, cfg.n_hashes, cfg.hash_buckets, rngs=rngs)
     return IdEncoder(n_items, cfg.d_model, rngs=rngs)
+
+
+class ItemTables:
+    """Mixin of a backbone's item tables: ``item_encoder`` embeds inputs, and ``item_table()``
+    is the output table — the input encoder's (``tie_embeddings``) or a separate
+    ``output_encoder``'s. Call :meth:`init_item_tables` in the backbone's ``__init__``."""
+
+    def init_item_tables(self, cfg: ModelConfig, n_items: int, *, rngs: nnx.Rngs) -> None:
+        """Create the input encoder and, unless tied, the output encoder."""
+        self.item_encoder = make_item_encoder(cfg, n_items, rngs=rngs)
+        self.output_encoder = (
+            None if cfg.tie_embeddings else make_item_encoder(cfg, n_items, rngs=rngs)
+        )
+
+    def item_table(self) -> jax.Array:
+        """Output item table ``[n_items + 1, D]`` float32; row 0 (padding) is never a target."""
+        encoder = self.item_encoder if self.output_encoder is None else self.output_encoder
+        return encoder.table()

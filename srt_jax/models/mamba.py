@@ -61,7 +61,7 @@ from flax import nnx
 
 from srt_jax.config import MambaConfig, ModelConfig
 from srt_jax.models.backbone import BlockFlops
-from srt_jax.models.item_encoders import make_item_encoder
+from srt_jax.models.item_encoders import ItemTables
 from srt_jax.models.layers import Dropout, FeedForward
 from srt_jax.models.selective_scan import selective_scan, selective_scan_step
 
@@ -235,16 +235,13 @@ class MambaLayer(nnx.Module):
         return cache, self._after_mixer(x_BxD, mixed_BxD, None)
 
 
-class Mamba4Rec(nnx.Module):
+class Mamba4Rec(ItemTables, nnx.Module):
     """Mamba4Rec backbone; see the module docstring. ``max_len`` is unused (no positions)."""
 
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(cfg.dtype)
         self.dtype = dtype
-        self.item_encoder = make_item_encoder(cfg, n_items, rngs=rngs)
-        self.output_encoder = (
-            None if cfg.tie_embeddings else make_item_encoder(cfg, n_items, rngs=rngs)
-        )
+        self.init_item_tables(cfg, n_items, rngs=rngs)
         self.embed_dropout = Dropout(cfg.dropout, rngs=rngs)
         self.embed_norm = nnx.LayerNorm(
             cfg.d_model, epsilon=LAYER_NORM_EPSILON, dtype=dtype, rngs=rngs
@@ -273,11 +270,6 @@ class Mamba4Rec(nnx.Module):
         for layer in self.layers:
             x_BxLxD = layer(x_BxLxD, real_BxL, rngs)
         return x_BxLxD
-
-    def item_table(self) -> jax.Array:
-        """Output item table ``[n_items + 1, D]`` float32; row 0 (padding) is never a target."""
-        encoder = self.item_encoder if self.output_encoder is None else self.output_encoder
-        return encoder.table()
 
     def init_cache(self, batch: int) -> MambaCache:
         """The state before any item, for ``batch`` rows."""

@@ -22,7 +22,7 @@ from flax import nnx
 
 from srt_jax.config import ModelConfig
 from srt_jax.models.backbone import BlockFlops
-from srt_jax.models.item_encoders import EMBEDDING_INIT, EmbeddingParam, make_item_encoder
+from srt_jax.models.item_encoders import EMBEDDING_INIT, EmbeddingParam, ItemTables
 from srt_jax.models.layers import Dropout, FeedForward, attention_bias, default_positions, rope
 
 
@@ -90,16 +90,13 @@ class Block(nnx.Module):
         return x_BxLxD
 
 
-class SeqRecTransformer(nnx.Module):
+class SeqRecTransformer(ItemTables, nnx.Module):
     """Causal next-item transformer; see the module docstring for options and masks."""
 
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(cfg.dtype)
         self.dtype = dtype
-        self.item_encoder = make_item_encoder(cfg, n_items, rngs=rngs)
-        self.output_encoder = (
-            None if cfg.tie_embeddings else make_item_encoder(cfg, n_items, rngs=rngs)
-        )
+        self.init_item_tables(cfg, n_items, rngs=rngs)
         self.position_table_LxD = (
             EmbeddingParam(EMBEDDING_INIT(rngs.params(), (max_len, cfg.d_model)))
             if cfg.positions == "learned"
@@ -150,11 +147,6 @@ class SeqRecTransformer(nnx.Module):
         if self.final_norm is not None:
             x_BxLxD = self.final_norm(x_BxLxD)
         return x_BxLxD
-
-    def item_table(self) -> jax.Array:
-        """Output item table ``[n_items + 1, D]`` float32; row 0 (padding) is never a target."""
-        encoder = self.item_encoder if self.output_encoder is None else self.output_encoder
-        return encoder.table()
 
 
 def transformer_block_flops(cfg: ModelConfig, max_len: int) -> BlockFlops:
