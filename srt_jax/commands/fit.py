@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from srt_jax.commands.argtypes import non_negative_int, positive_float, positive_float_list
+from srt_jax.config import flat_dict, read_yaml
 from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
 from srt_jax.scaling.groups import Group, analyse_groups, write_groups
 from srt_jax.scaling.loaders import ColumnNames, load_points, load_run_values
@@ -178,7 +179,12 @@ def run_fit(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"fit-{Path(args.source).name.split('.')[0]}")
     if args.group_by:
         values = load_run_values(
-            args.source, args.group_by, fmt=args.fmt, columns=columns, mlflow=mlflow
+            args.source,
+            args.group_by,
+            fmt=args.fmt,
+            columns=columns,
+            mlflow=mlflow,
+            read_config=flat_config,
         )
         groups = analyse_groups(points, values, options, args.exclude_highest_loss)
         write_groups(groups, args.group_by, out)
@@ -189,6 +195,11 @@ def run_fit(args: argparse.Namespace) -> int:
     print(summary_table(report))
     print(f"wrote {len(written)} files to {out}")
     return 0
+
+
+def flat_config(path: Path) -> dict[str, object]:
+    """A run directory's config.yaml as ``{"section.key": value}`` (for --group-by)."""
+    return flat_dict(read_yaml(path)[0])
 
 
 def group_summary(groups: list[Group], key: str, out: Path) -> str:

@@ -27,15 +27,14 @@ import csv
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from srt_jax.config import flat_dict, read_yaml
-from srt_jax.errors import ConfigError, DataError
+from srt_jax.errors import DataError
 from srt_jax.scaling.mlflow_sqlite import (
     MlflowNames,
     is_sqlite_source,
@@ -45,6 +44,8 @@ from srt_jax.scaling.mlflow_sqlite import (
 from srt_jax.scaling.points import Curve, ScalingPoints, skipped_note
 
 SourceFormat = Literal["auto", "runs", "export", "csv", "mlflow"]
+ConfigReader = Callable[[Path], Mapping[str, object]]
+"""A run directory's config.yaml -> its keys flattened to dotted names (``model.backbone``)."""
 EXPORT_COLUMNS = ("run_id", "status", "N", "N_non_embedding", "N_embedding", "D", "C", "loss")
 CURVE_COLUMNS = ("run_id", "step", "tokens", "flops", "loss")
 
@@ -108,17 +109,21 @@ def load_run_values(
     fmt: SourceFormat = "auto",
     columns: ColumnNames | None = None,
     mlflow: MlflowNames | None = None,
+    read_config: ConfigReader | None = None,
 ) -> RunValues:
     """Each run's value of ``key`` in ``source``, keyed by the run ids of :func:`load_points`.
 
-    ``key`` is a dotted config key of a run directory's ``config.yaml`` (``runs``), a column
-    (``export``: the flattened config is its dotted columns; ``csv``: any column) or a run
-    parameter (``mlflow``). Values are text: lists as JSON (as ``sweep export`` writes
-    them), an empty cell or null as None.
+    ``key`` is a dotted config key of a run directory's ``config.yaml`` (``runs``, read by
+    ``read_config``: scaling does not import the config package, so the caller passes its
+    reader, as ``srt-jax fit`` does), a column (``export``: the flattened config is its
+    dotted columns; ``csv``: any column) or a run parameter (``mlflow``). Values are text:
+    lists as JSON (as ``sweep export`` writes them), an empty cell or null as None.
     """
     path, fmt = _resolve(source, fmt)
     if fmt == "runs":
-        pairs, available = _run_dir_values(path, key)
+        if read_config is None:
+            raise ValueError("reading the config.yaml of run directories needs read_config")
+        pairs, available = _run_dir_values(path, key, read_config)
     elif fmt == "mlflow":
         params = load_run_params(path, mlflow or MlflowNames())
         pairs = [(run, p.get(key)) for run, p in params.items()]
@@ -143,19 +148,16 @@ def load_run_values(
     return RunValues(key, values, tuple(available), str(path))
 
 
-def _run_dir_values(root: Path, key: str) -> tuple[list[tuple[str, object]], list[str]]:
+def _run_dir_values(
+    root: Path, key: str, read_config: ConfigReader
+) -> tuple[list[tuple[str, object]], list[str]]:
     """(run id, value of ``key`` in the flattened config.yaml) per run directory, and the
     config keys seen; a run without a config.yaml has no value."""
     pairs, available = [], set()
     for summary_path in _summary_paths(root):
         rid = str(_key(summary_path, _read_json(summary_path), "run_id"))
         config_path = summary_path.parent / "config.yaml"
-        config = {}
-        if config_path.is_file():
-            try:
-                config = flat_dict(read_yaml(config_path)[0])
-            except ConfigError as err:
-                raise DataError(str(err)) from None
+        config = read_config(config_path) if config_path.is_file() else {}
         available.update(config)
         pairs.append((rid, config.get(key)))
     return pairs, sorted(available)
