@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from srt_jax.commands.argtypes import non_negative_int, positive_float, positive_float_list
+from srt_jax.config import flat_dict, read_yaml
 from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
-from srt_jax.scaling.loaders import ColumnNames, load_points
+from srt_jax.scaling.groups import Group, analyse_groups, write_groups
+from srt_jax.scaling.loaders import ColumnNames, load_points, load_run_values
 from srt_jax.scaling.mlflow_sqlite import MlflowNames
 from srt_jax.scaling.report import HEADLINE, PREDICTED, write_results
 
@@ -22,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Load results (run directories, a sweep export, a CSV table or an MLflow "
         "SQLite database), fit L(N, D) = E + A/N^alpha + B/D^beta by summed Huber loss with "
         "bootstrap intervals, approaches 1 and 2 where curves or IsoFLOP groups allow, a "
-        "held-out check and alternative laws; write fit.json, PNG+SVG figures and report.md.",
+        "held-out check and alternative laws; write fit.json, PNG+SVG figures and report.md. "
+        "With --group-by KEY the runs are split by their value of KEY and each group is "
+        "fitted on its own into OUT/<value>/, with a comparison figure and table in OUT.",
     )
     fit.add_argument("source", metavar="SOURCE", help="results file or directory")
     fit.add_argument("--out", help="output directory (default ./fit-<SOURCE name>)")
@@ -81,6 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="drop the K runs with the highest loss (Epoch AI's Chinchilla refit drops 5)",
     )
     fit.add_argument(
+        "--group-by",
+        metavar="KEY",
+        help="fit each value of KEY separately (a dotted config key such as model.backbone; "
+        "a column of a CSV table; an MLflow run parameter): OUT/<value>/ per group, plus "
+        "OUT/compare_loss_vs_compute.png|svg, compare.md and compare.json; groups share "
+        "one target compute and --exclude-highest-loss applies within each group",
+    )
+    fit.add_argument(
         "--isoflop-budgets",
         type=positive_float_list,
         help="comma-separated FLOP budgets for approach 2 (default: 8 log-spaced)",
@@ -132,27 +144,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Load, analyse, write; print the headline numbers."""
+    columns = ColumnNames(
+        **{name: getattr(args, f"col_{name}") for name in ColumnNames.__dataclass_fields__}
+    )
+    mlflow = MlflowNames(
+        experiment=args.mlflow_experiment,
+        compute_unit=args.mlflow_compute_unit,
+        where=tuple(args.mlflow_where),
+        **{
+            name: getattr(args, f"mlflow_{name}")
+            for name in MlflowNames.__dataclass_fields__
+            if name not in ("experiment", "compute_unit", "where")
+        },
+    )
     points = load_points(
         args.source,
         fmt=args.fmt,
-        columns=ColumnNames(
-            **{name: getattr(args, f"col_{name}") for name in ColumnNames.__dataclass_fields__}
-        ),
-        mlflow=MlflowNames(
-            experiment=args.mlflow_experiment,
-            compute_unit=args.mlflow_compute_unit,
-            where=tuple(args.mlflow_where),
-            **{
-                name: getattr(args, f"mlflow_{name}")
-                for name in MlflowNames.__dataclass_fields__
-                if name not in ("experiment", "compute_unit", "where")
-            },
-        ),
+        columns=columns,
+        mlflow=mlflow,
         flops_per_param_token=args.flops_per_param_token or 6.0,
     )
     if args.loss_at == "best":
         points = points.at_best_checkpoint()
-    points = points.without_highest_loss(args.exclude_highest_loss)
     options = FitOptions(
         params=args.params,
         target_compute=args.target_compute,
@@ -163,12 +176,47 @@ def run_fit(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction,
         isoflop_budgets=args.isoflop_budgets,
     )
-    report = analyse(points, options)
     out = Path(args.out) if args.out else Path(f"fit-{Path(args.source).name.split('.')[0]}")
+    if args.group_by:
+        values = load_run_values(
+            args.source,
+            args.group_by,
+            fmt=args.fmt,
+            columns=columns,
+            mlflow=mlflow,
+            read_config=flat_config,
+        )
+        groups = analyse_groups(points, values, options, args.exclude_highest_loss)
+        write_groups(groups, args.group_by, out)
+        print(group_summary(groups, args.group_by, out))
+        return 0
+    report = analyse(points.without_highest_loss(args.exclude_highest_loss), options)
     written = write_results(report, out)
     print(summary_table(report))
     print(f"wrote {len(written)} files to {out}")
     return 0
+
+
+def flat_config(path: Path) -> dict[str, object]:
+    """A run directory's config.yaml as ``{"section.key": value}`` (for --group-by)."""
+    return flat_dict(read_yaml(path)[0])
+
+
+def group_summary(groups: list[Group], key: str, out: Path) -> str:
+    """Per group: its headline table and where it was written, or why it was not fitted."""
+    blocks = []
+    for group in groups:
+        title = f"{key} = {group.label} ({len(group.points)} runs)"
+        if group.report is None:
+            blocks.append(f"== {title}: not fitted: {group.reason}")
+        else:
+            blocks.append(f"== {title} -> {out / group.directory}\n{summary_table(group.report)}")
+    fitted = sum(g.report is not None for g in groups)
+    blocks.append(
+        f"fitted {fitted} of {len(groups)} groups of {key}; comparison in "
+        f"{out / 'compare.md'} and {out / 'compare_loss_vs_compute.png'}"
+    )
+    return "\n".join(blocks)
 
 
 def summary_table(report: FitReport) -> str:

@@ -11,5 +11,6 @@ Modules, one job each:
 - ``bootstrap`` (resampling runs), ``identifiability``, ``predict`` (held-out check,
   bootstrap bands).
 - ``analysis`` (every fit of one source), ``plots`` (figures), ``report`` (fit.json,
-  figures and report.md). The CLI entry is ``srt_jax.commands.fit``.
+  figures and report.md), ``groups`` (a fit per value of a config key and their
+  comparison, ``--group-by``). The CLI entry is ``srt_jax.commands.fit``.
 """

@@ -46,6 +46,8 @@ GRID_ITERATIONS = 12
 """Inner iterations per grid pair: enough to rank the pairs, not to converge them all."""
 PROFILE_RTOL = 1e-11
 """Relative objective change at which an inner solve inside the exponent search stops."""
+MIN_POINTS = 5
+"""Fewest points a fit accepts: one per parameter of the law."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +267,10 @@ def _checked_logs(
     arrays = [np.asarray(x, np.float64) for x in (n, d, loss)]
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1:
         raise DataError("approach 3 needs N, D and loss as 1-D arrays of one length")
-    if arrays[0].size < 5:
-        raise DataError(f"approach 3 needs at least 5 points (5 parameters); got {arrays[0].size}")
+    if arrays[0].size < MIN_POINTS:
+        raise DataError(
+            f"approach 3 needs at least {MIN_POINTS} points (5 parameters); got {arrays[0].size}"
+        )
     for name, values in zip(("N", "D", "loss"), arrays, strict=True):
         if not np.all(np.isfinite(values) & (values > 0)):
             raise DataError(f"approach 3 needs finite positive {name} for every point")

@@ -15,6 +15,10 @@ Formats (``load_points(source, fmt=...)``; "auto" picks one from what SOURCE is)
   (column names by :class:`ColumnNames`); the missing one of D and C follows C = k N D.
 - ``mlflow``: an MLflow tracking database (SQLite, plain or .bz2), see
   :mod:`srt_jax.scaling.mlflow_sqlite`.
+
+:func:`load_run_values` reads one value per run beside the points, for ``srt-jax fit
+--group-by``: a dotted config key of each run directory's ``config.yaml``, a column of a
+sweep export or plain table, or a run parameter of an MLflow database.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import csv
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,10 +35,17 @@ from typing import Literal
 import numpy as np
 
 from srt_jax.errors import DataError
-from srt_jax.scaling.mlflow_sqlite import MlflowNames, is_sqlite_source, load_mlflow
+from srt_jax.scaling.mlflow_sqlite import (
+    MlflowNames,
+    is_sqlite_source,
+    load_mlflow,
+    load_run_params,
+)
 from srt_jax.scaling.points import Curve, ScalingPoints, skipped_note
 
 SourceFormat = Literal["auto", "runs", "export", "csv", "mlflow"]
+ConfigReader = Callable[[Path], Mapping[str, object]]
+"""A run directory's config.yaml -> its keys flattened to dotted names (``model.backbone``)."""
 EXPORT_COLUMNS = ("run_id", "status", "N", "N_non_embedding", "N_embedding", "D", "C", "loss")
 CURVE_COLUMNS = ("run_id", "step", "tokens", "flops", "loss")
 
@@ -67,10 +78,7 @@ def load_points(
 
     ``flops_per_param_token`` (k) completes a plain table that has only one of D and C.
     """
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    fmt = detect_format(path) if fmt == "auto" else fmt
+    path, fmt = _resolve(source, fmt)
     if fmt == "runs":
         return load_run_dirs(path)
     if fmt == "export":
@@ -78,6 +86,96 @@ def load_points(
     if fmt == "csv":
         return load_table(path, columns or ColumnNames(), flops_per_param_token)
     return load_mlflow(path, mlflow or MlflowNames())
+
+
+@dataclass(frozen=True)
+class RunValues:
+    """Each run's value of one key, as text (see :func:`load_run_values`).
+
+    ``values`` maps run id -> text of the value (None where the run has none); ``available``
+    lists the keys the source's runs carry, for an error that names a mistyped key.
+    """
+
+    key: str
+    values: Mapping[str, str | None]
+    available: tuple[str, ...]
+    source: str
+
+
+def load_run_values(
+    source: str | Path,
+    key: str,
+    *,
+    fmt: SourceFormat = "auto",
+    columns: ColumnNames | None = None,
+    mlflow: MlflowNames | None = None,
+    read_config: ConfigReader | None = None,
+) -> RunValues:
+    """Each run's value of ``key`` in ``source``, keyed by the run ids of :func:`load_points`.
+
+    ``key`` is a dotted config key of a run directory's ``config.yaml`` (``runs``, read by
+    ``read_config``: scaling does not import the config package, so the caller passes its
+    reader, as ``srt-jax fit`` does), a column (``export``: the flattened config is its
+    dotted columns; ``csv``: any column) or a run parameter (``mlflow``). Values are text:
+    lists as JSON (as ``sweep export`` writes them), an empty cell or null as None.
+    """
+    path, fmt = _resolve(source, fmt)
+    if fmt == "runs":
+        if read_config is None:
+            raise ValueError("reading the config.yaml of run directories needs read_config")
+        pairs, available = _run_dir_values(path, key, read_config)
+    elif fmt == "mlflow":
+        params = load_run_params(path, mlflow or MlflowNames())
+        pairs = [(run, p.get(key)) for run, p in params.items()]
+        available = sorted({name for p in params.values() for name in p})
+    else:
+        names = columns or ColumnNames()
+        table = _export_table(path) if fmt == "export" and path.is_dir() else path
+        if table is None:
+            raise DataError(f"{path}: no runs.csv or runs.parquet in this directory")
+        header, rows = _read_table(table)
+        run_id = "run_id" if fmt == "export" else names.run_id
+        pairs = [(_row_id(header, run_id, line, row), row.get(key)) for line, row in rows]
+        available = header
+    values: dict[str, str | None] = {}
+    for rid, value in pairs:
+        text = _value_text(value)
+        if values.setdefault(rid, text) != text:
+            raise DataError(
+                f"{path}: run {rid} appears twice with different values of {key!r} "
+                f"({values[rid]!r}, {text!r}); give the runs unique ids"
+            )
+    return RunValues(key, values, tuple(available), str(path))
+
+
+def _run_dir_values(
+    root: Path, key: str, read_config: ConfigReader
+) -> tuple[list[tuple[str, object]], list[str]]:
+    """(run id, value of ``key`` in the flattened config.yaml) per run directory, and the
+    config keys seen; a run without a config.yaml has no value."""
+    pairs, available = [], set()
+    for summary_path in _summary_paths(root):
+        rid = str(_key(summary_path, _read_json(summary_path), "run_id"))
+        config_path = summary_path.parent / "config.yaml"
+        config = read_config(config_path) if config_path.is_file() else {}
+        available.update(config)
+        pairs.append((rid, config.get(key)))
+    return pairs, sorted(available)
+
+
+def _value_text(value: object) -> str | None:
+    """A config value as text: lists as JSON, None / "" / NaN as None, else str()."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _resolve(source: str | Path, fmt: SourceFormat) -> tuple[Path, SourceFormat]:
+    """``source`` as a path that exists, and its format (detected when ``fmt`` is "auto")."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    return path, detect_format(path) if fmt == "auto" else fmt
 
 
 def detect_format(path: Path) -> SourceFormat:
@@ -115,7 +213,7 @@ def load_table(path: Path, names: ColumnNames, k: float) -> ScalingPoints:
         n_value = _number(path, line, row, names.n)
         d_value = _number(path, line, row, names.d) if has_d else math.nan
         c_value = _number(path, line, row, names.c) if has_c else math.nan
-        run_id.append(str(row[names.run_id]) if names.run_id in header else f"line{line}")
+        run_id.append(_row_id(header, names.run_id, line, row))
         n.append(n_value)
         n_non_emb.append(
             _number(path, line, row, names.n_non_embedding)
@@ -173,7 +271,7 @@ def load_run_dirs(root: Path) -> ScalingPoints:
     metrics: dict[str, list[float]] = {}
     skipped: Counter[str] = Counter()
     seen: dict[str, Path] = {}
-    for summary_path in sorted(root.rglob("summary.json")):
+    for summary_path in _summary_paths(root):
         summary = _read_json(summary_path)
         status = summary.get("status")
         if status != "done":
@@ -211,6 +309,16 @@ def load_run_dirs(root: Path) -> ScalingPoints:
         source=str(root),
         notes=[skipped_note(skipped)] if skipped else [],
     )
+
+
+def _summary_paths(root: Path) -> list[Path]:
+    """The summary.json of every run directory under ``root``, in a stable order."""
+    return sorted(root.rglob("summary.json"))
+
+
+def _row_id(header: list[str], column: str, line: int, row: dict) -> str:
+    """A table row's run id: its ``column`` value, or ``line<N>`` if there is no such column."""
+    return str(row[column]) if column in header else f"line{line}"
 
 
 def _run_curve(path: Path) -> Curve | None:

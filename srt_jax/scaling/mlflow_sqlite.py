@@ -83,10 +83,7 @@ def load_mlflow(path: Path, names: MlflowNames) -> ScalingPoints:
     """Points and curves of every finished run in the database at ``path``."""
     connection = open_database(path)
     try:
-        tables = {r[0] for r in connection.execute("select name from sqlite_master")}
-        missing = {"runs", "params", "metrics", "experiments"} - tables
-        if missing:
-            raise DataError(f"{path}: not an MLflow database (no table {sorted(missing)})")
+        _check_schema(connection, path)
         runs, skipped = _selected_runs(connection, path, names)
         params = _params(connection, runs)
         histories = _histories(connection, runs, names)
@@ -140,6 +137,26 @@ def load_mlflow(path: Path, names: MlflowNames) -> ScalingPoints:
         source=str(path),
         notes=notes,
     )
+
+
+def load_run_params(path: Path, names: MlflowNames) -> dict[str, dict[str, str]]:
+    """run id -> {parameter: value} of the runs :func:`load_mlflow` selects (experiment,
+    status and lifecycle; the ``where`` filter and the loss check are not applied)."""
+    connection = open_database(path)
+    try:
+        _check_schema(connection, path)
+        runs, _ = _selected_runs(connection, path, names)
+        params = _params(connection, runs)
+    finally:
+        connection.close()
+    return {run: params.get(run, {}) for run in runs}
+
+
+def _check_schema(connection: sqlite3.Connection, path: Path) -> None:
+    tables = {r[0] for r in connection.execute("select name from sqlite_master")}
+    missing = {"runs", "params", "metrics", "experiments"} - tables
+    if missing:
+        raise DataError(f"{path}: not an MLflow database (no table {sorted(missing)})")
 
 
 def _selected_runs(

@@ -7,6 +7,7 @@ by a logarithmic colour scale shared by the scatter and curve plots.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import LogFormatter
 
 from srt_jax.scaling.analysis import FitReport
 from srt_jax.scaling.frontier import curve_frontier, pareto_frontier
@@ -24,6 +26,7 @@ matplotlib.use("Agg")
 
 SIZE_CMAP = "viridis"
 LAW_COLOUR = "tab:red"
+GROUP_CMAP = "tab10"
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def _compute_grid(report: FitReport) -> np.ndarray:
 
 def loss_vs_compute(report: FitReport, out_dir: Path) -> Figure:
     """Runs' loss against compute, the running-best frontier and the fitted L*(C)."""
-    points, law = report.points, report.fit.law
+    points = report.points
     fig, ax = plt.subplots(figsize=(7, 5))
     dots = ax.scatter(
         points.compute,
@@ -99,23 +102,7 @@ def loss_vs_compute(report: FitReport, out_dir: Path) -> Figure:
         lw=1,
         label="frontier (running best)",
     )
-    grid = _compute_grid(report)
-    inside = grid <= points.compute.max()
-    frontier = law.frontier_loss(grid, report.k)
-    ax.plot(grid[inside], frontier[inside], color=LAW_COLOUR, label="fitted L*(C)")
-    ax.plot(grid[~inside], frontier[~inside], color=LAW_COLOUR, ls="--", label="L*(C) extrapolated")
-    if report.bootstrap is not None:
-        low, high = allocation_bands(report.bootstrap.samples, report.k, grid)["loss"]
-        ax.fill_between(grid, low, high, color=LAW_COLOUR, alpha=0.2, label="95% bootstrap band")
-    ax.plot(
-        [report.target_compute],
-        [law.frontier_loss(report.target_compute, report.k)],
-        marker="*",
-        ms=14,
-        color=LAW_COLOUR,
-        ls="none",
-        label="target compute",
-    )
+    frontier = _draw_frontier(ax, report, LAW_COLOUR)
     ax.set(
         xscale="log",
         ylim=_limits(points.loss, frontier, pad=1.05),
@@ -132,6 +119,37 @@ def loss_vs_compute(report: FitReport, out_dir: Path) -> Figure:
         "running-best frontier (black) and the fitted compute-optimal law L*(C) (red; dashed "
         "where extrapolated, star at the target compute).",
     )
+
+
+def _draw_frontier(ax: plt.Axes, report: FitReport, colour, *, labelled: bool = True) -> np.ndarray:
+    """The fitted L*(C) of ``report`` in ``colour``: solid over the runs' compute, dashed
+    beyond, its 95% bootstrap band where computed and a star at the target compute (legend
+    labels unless ``labelled`` is False); returns L* along :func:`_compute_grid` [200]."""
+
+    def label(text: str) -> str | None:
+        return text if labelled else None
+
+    law = report.fit.law
+    grid = _compute_grid(report)
+    inside = grid <= report.points.compute.max()
+    frontier = law.frontier_loss(grid, report.k)
+    ax.plot(grid[inside], frontier[inside], color=colour, label=label("fitted L*(C)"))
+    ax.plot(
+        grid[~inside], frontier[~inside], color=colour, ls="--", label=label("L*(C) extrapolated")
+    )
+    if report.bootstrap is not None:
+        low, high = allocation_bands(report.bootstrap.samples, report.k, grid)["loss"]
+        ax.fill_between(grid, low, high, color=colour, alpha=0.2, label=label("95% bootstrap band"))
+    ax.plot(
+        [report.target_compute],
+        [law.frontier_loss(report.target_compute, report.k)],
+        marker="*",
+        ms=14,
+        color=colour,
+        ls="none",
+        label=label("target compute"),
+    )
+    return frontier
 
 
 def optimal_allocation(report: FitReport, out_dir: Path) -> Figure:
@@ -326,4 +344,50 @@ def training_curves(report: FitReport, out_dir: Path) -> Figure:
         "training_curves",
         "Held-out loss of every run along training against cumulative compute, coloured by "
         "model size, with the running-best frontier over all evaluations (black).",
+    )
+
+
+def compare_loss_vs_compute(reports: Mapping[str, FitReport], key: str, out_dir: Path) -> Figure:
+    """Loss against compute of several groups of runs, each with its own fitted L*(C).
+
+    ``reports`` maps a group's value of ``key`` to its analysis; all share one target
+    compute (the star of each group is its L* there, under its own k).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    colours = plt.get_cmap(GROUP_CMAP)
+    losses = []
+    for i, (label, report) in enumerate(reports.items()):
+        colour = colours(i % colours.N)
+        points = report.points
+        ax.scatter(
+            points.compute,
+            points.loss,
+            color=colour,
+            s=18,
+            alpha=0.75,
+            label=f"{key} = {label} ({len(points)} runs)",
+        )
+        frontier = _draw_frontier(ax, report, colour, labelled=False)
+        losses += [points.loss, frontier]
+    ax.plot([], [], color="0.3", label="fitted L*(C) (approach 3)")
+    ax.plot([], [], color="0.3", ls="--", label="L*(C) extrapolated")
+    ax.plot([], [], color="0.3", marker="*", ms=10, ls="none", label="L* at the target compute")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        ylim=_limits(*losses, pad=1.05),
+        xlabel="training compute C (FLOPs)",
+        ylabel="loss (nats/token)",
+        title=f"Loss against training compute by {key}",
+    )
+    ax.yaxis.set_major_formatter(LogFormatter())  # "3", not "3 x 10^0", on a narrow range
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.legend(fontsize=8)
+    return _written(
+        fig,
+        out_dir,
+        "compare_loss_vs_compute",
+        f"Final loss of each run against its training compute, one colour per value of {key}, "
+        "with each group's fitted compute-optimal law L*(C) (approach 3; dashed where "
+        "extrapolated, shaded: 95% bootstrap band where computed, star at the target compute).",
     )

@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,24 +87,40 @@ def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
         },
         "figures": {f.name: [p.name for p in f.files] for f in figures},
     }
-    return _json_ready(record)
+    return json_ready(record)
 
 
 def write_results(report: FitReport, out_dir: Path) -> list[Path]:
     """Write fit.json, the figures and report.md into ``out_dir``; return the written paths."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         figures = draw_all(report, staging)
         record = fit_record(report, figures)
         (staging / "fit.json").write_text(json.dumps(record, indent=1) + "\n")
         (staging / "report.md").write_text(report_markdown(report, record, figures))
+
+    return write_staged(out_dir, fill)
+
+
+def write_staged(out_dir: Path, fill: Callable[[Path], None]) -> list[Path]:
+    """Run ``fill(staging)`` on an empty staging directory beside ``out_dir``, then move what
+    it wrote into ``out_dir`` (a directory replaces its namesake); return the moved paths.
+
+    Nothing reaches ``out_dir`` unless ``fill`` returns.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        fill(staging)
         out_dir.mkdir(exist_ok=True)
         written = []
         for path in sorted(staging.iterdir()):
-            path.replace(out_dir / path.name)
-            written.append(out_dir / path.name)
+            target = out_dir / path.name
+            if path.is_dir() and target.is_dir():
+                shutil.rmtree(target)
+            path.replace(target)
+            written.append(target)
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -124,7 +141,7 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
         "| parameter | estimate | 95% interval |",
         "| --- | --- | --- |",
         *[
-            f"| {name} | {_fmt(record[name])} | {_fmt_interval(intervals.get(name))} |"
+            f"| {name} | {fmt_value(record[name])} | {fmt_interval(intervals.get(name))} |"
             for name in HEADLINE
         ],
         "",
@@ -139,16 +156,16 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
         )
         + ".",
         "",
-        f"## Compute-optimal allocation at C = {_fmt(report.target_compute)} FLOPs",
+        f"## Compute-optimal allocation at C = {fmt_value(report.target_compute)} FLOPs",
         "",
-        f"k = {_fmt(report.k)} FLOPs per parameter-token "
+        f"k = {fmt_value(report.k)} FLOPs per parameter-token "
         f"({record['flops_per_param_token']['how']}).",
         "",
         "| quantity | estimate | 95% interval |",
         "| --- | --- | --- |",
         *[
-            f"| {name} | {_fmt(record['predictions'][name])} | "
-            f"{_fmt_interval(record['predictions']['intervals'].get(name))} |"
+            f"| {name} | {fmt_value(record['predictions'][name])} | "
+            f"{fmt_interval(record['predictions']['intervals'].get(name))} |"
             for name in PREDICTED
         ],
         "",
@@ -157,8 +174,8 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
         *[
             f"- {name}: "
             + (
-                f"a = {_fmt(record[name]['a'])} {_fmt_interval(intervals.get(f'{name}_a'))}, "
-                f"b = {_fmt(record[name]['b'])} {_fmt_interval(intervals.get(f'{name}_b'))}"
+                f"a = {fmt_value(record[name]['a'])} {fmt_interval(intervals.get(f'{name}_a'))}, "
+                f"b = {fmt_value(record[name]['b'])} {fmt_interval(intervals.get(f'{name}_b'))}"
                 if record[name] is not None and record[name]["a"] is not None
                 else f"not available ({report.not_applicable.get(name, 'no trusted minima')})"
             )
@@ -183,29 +200,31 @@ def _holdout_line(holdout: dict) -> str:
         return f"Skipped: {holdout['skipped']}."
     return (
         f"Refitted without the {holdout['held_out_runs']} largest-compute runs "
-        f"(C >= {_fmt(holdout['compute_from'])}): mean |relative error| "
+        f"(C >= {fmt_value(holdout['compute_from'])}): mean |relative error| "
         f"{holdout['mean_abs_relative_error']:.2%}, max {holdout['max_abs_relative_error']:.2%}."
     )
 
 
-def _fmt(value) -> str:
+def fmt_value(value) -> str:
+    """A number in a table cell: 4 significant digits, None as n/a."""
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def _fmt_interval(interval) -> str:
+def fmt_interval(interval) -> str:
+    """An interval (low, high) as ``[low, high]``; n/a when absent or open."""
     if interval is None or any(v is None for v in interval):
         return "n/a"
     return f"[{interval[0]:.4g}, {interval[1]:.4g}]"
 
 
-def _json_ready(value):
+def json_ready(value):
     """Convert numpy scalars/arrays to Python, non-finite floats to None, recursively."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
+        return json_ready(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
