@@ -1,6 +1,8 @@
 """Config loading: defaults, dotted overrides, validation errors that name key and line."""
 
+import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -8,6 +10,7 @@ from srt_jax.config import (
     RunConfig,
     config_hash,
     dump_config,
+    from_dict,
     load_config,
     replace,
     yaml_key_lines,
@@ -101,3 +104,17 @@ def test_shipped_configs_load_and_describe_the_ml100k_sasrec_shape(path):
     assert config.data.dataset == "movielens-100k" and config.data.max_len == 50
     shape = (config.model.d_model, config.model.n_layers, config.model.n_heads)
     assert shape == (64, 2, 2) and config.train.loss == "full_softmax"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Either:
+    value: int | Literal["auto"] = "auto"
+
+
+def test_a_union_tries_every_member_and_names_them_all_when_none_fits():
+    assert from_dict(_Either, {"value": 3}).value == 3
+    assert from_dict(_Either, {"value": "auto"}).value == "auto"
+    with pytest.raises(
+        ConfigError, match=r"value = 'fast' is invalid: expected an integer or one of 'auto'"
+    ):
+        from_dict(_Either, {"value": "fast"})
