@@ -1,11 +1,12 @@
 """Command groups of the ``srt-jax`` CLI, one module each (see srt_jax/cli.py)."""
 
-from srt_jax.commands import data, fit, quickstart, sweep, train
+from srt_jax.commands import data, fit, quickstart, recommend, sweep, train
 
 COMMAND_GROUPS = (
     quickstart.register,
     data.register,
     train.register,
+    recommend.register,
     sweep.register,
     fit.register,
 )

@@ -207,6 +207,23 @@ def split_from_config(store: SequenceStore, data_cfg: DataConfig) -> Split:
     )
 
 
+def training_range(store: SequenceStore, split: Split, user: int) -> tuple[int, int]:
+    """``[start, end)``: the store positions of ``user``'s history before its evaluation
+    targets under ``split``'s scheme — for a training user, exactly the segment it trains on
+    (``leave_one_out``: all but the last two items when it has at least 3; ``temporal``: its
+    items before the cutoff but the last of them, the valid target). Users that
+    ``max_users`` leaves out get the same range; held-out users are the caller's business
+    (their whole history is held out)."""
+    start, end = int(store.offsets[user]), int(store.offsets[user + 1])
+    scheme = split.protocol["scheme"]
+    if scheme == "leave_one_out":
+        before = np.array([end - start])
+    else:
+        before = np.array([int(np.sum(store.timestamps[start:end] < split.protocol["cutoff"]))])
+    train_end, _, _ = _positions(scheme, np.array([start, end]), before)
+    return start, int(train_end[0])
+
+
 def _positions(
     scheme: Scheme, offsets: np.ndarray, before: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

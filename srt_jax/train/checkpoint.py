@@ -14,6 +14,11 @@ loop tracks which step is best itself (in the loop state below). A checkpoint ho
 
 Saves are synchronous and atomic (orbax writes a temporary directory and renames it), so a
 process killed at any moment leaves the previous checkpoints intact.
+
+Restoring checks the saved state's tree (leaf paths and shapes, from the checkpoint's
+metadata) against the caller's target first: a checkpoint of another model (another
+backbone, width, catalog, ...) is a :class:`~srt_jax.errors.TrainingError` naming the
+checkpoint and the first differing parameters, never orbax's raw exception.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+from srt_jax.errors import TrainingError
 
 BEST_METRIC = "ndcg@10"
 """The validation metric (unfiltered) that picks the best checkpoint; higher is better."""
@@ -73,7 +81,10 @@ class Checkpoints:
                 best_mode="max",
                 enable_async_checkpointing=False,
             ),
-            item_names=("state", "loop"),
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "loop": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def save(
@@ -99,13 +110,31 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """``(state, loop_state)`` of ``step``; ``abstract_state`` gives shapes and shardings."""
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()
-            ),
-        )
+        """``(state, loop_state)`` of ``step``; ``abstract_state`` gives shapes and shardings.
+
+        Raises:
+          TrainingError: the saved state does not fit ``abstract_state`` (another model's
+            checkpoint): names the checkpoint and the differing parameters.
+        """
+        where = f"checkpoint {self.manager.directory / str(step)}"
+        difference = state_difference(self.manager.item_metadata(step).state, abstract_state)
+        if difference:
+            raise TrainingError(
+                f"{where}: the saved parameters do not match the run's model ({difference}); "
+                "it was saved by another model config (e.g. another model.backbone or size)"
+            )
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()
+                ),
+            )
+        except ValueError as err:  # a mismatch the metadata did not show (e.g. no metadata)
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise TrainingError(
+                f"{where}: the saved parameters do not match the run's model ({first_line})"
+            ) from None
         return restored.state, dict(restored.loop)
 
     def restore_loop(self, step: int) -> dict[str, Any]:
@@ -116,3 +145,52 @@ class Checkpoints:
     def close(self) -> None:
         """Finish pending work and release the manager."""
         self.manager.close()
+
+
+def state_difference(saved: Any, target: Any, shown: int = 3) -> str | None:
+    """How the saved tree ``saved`` (checkpoint metadata; None when there is none) differs
+    from the restore target ``target`` in leaf paths and shapes, in words; None when they
+    agree. Parameter paths (``params.…``) are named before optimiser-state ones."""
+    if saved is None:
+        return None
+    have, want = _shapes_by_path(saved), _shapes_by_path(target)
+
+    def listing(paths: list[str]) -> str:
+        paths = sorted(paths, key=lambda p: (not p.startswith("params."), p))
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        return ", ".join(paths[:shown]) + more
+
+    parts = []
+    missing = [p for p in want if p not in have]
+    unexpected = [p for p in have if p not in want]
+    reshaped = [p for p in want if p in have and have[p] != want[p]]
+    if missing:
+        parts.append(f"not in the checkpoint: {listing(missing)}")
+    if unexpected:
+        parts.append(f"not in the model: {listing(unexpected)}")
+    if reshaped:
+        first = sorted(reshaped, key=lambda p: (not p.startswith("params."), p))[0]
+        parts.append(
+            f"{len(reshaped)} shape(s) differ, e.g. {first}: saved {have[first]}, "
+            f"model {want[first]}"
+        )
+    return "; ".join(parts) or None
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+    """``{"params.blocks.0.attn.out.kernel": shape, ...}`` of a state tree, abstract or
+    concrete or orbax metadata (Variable ``value`` wrappers dropped from the path)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = [_key_name(key) for key in path]
+        if names and names[-1] == "value":
+            names.pop()
+        out[".".join(names)] = tuple(getattr(leaf, "shape", ()) or ())
+    return out
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "idx", "name"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
