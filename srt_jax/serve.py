@@ -220,19 +220,19 @@ class Recommender:
     def _net(self, params: nnx.State, rest: nnx.State) -> Any:
         return nnx.merge(self._graphdef, params, rest)
 
-    def _encode_fn(self, params, rest, windows_BxW):
+    def _encode_fn(self, params, rest, windows_BxL):
         """``(cache or None, hidden_BxD)`` after reading each left-padded row."""
         net = self._net(params, rest)
         if not self.recurrent:
-            return None, net(windows_BxW)[:, -1]
+            return None, net(windows_BxL)[:, -1]
 
         def read(cache, items_B):
             cache, _ = net.step(cache, items_B)
             return cache, None
 
         # padding (item 0) leaves the state unchanged, so left-padded rows start at zero
-        cache, _ = jax.lax.scan(read, net.init_cache(windows_BxW.shape[0]), windows_BxW[:, :-1].T)
-        return net.step(cache, windows_BxW[:, -1])
+        cache, _ = jax.lax.scan(read, net.init_cache(windows_BxL.shape[0]), windows_BxL[:, :-1].T)
+        return net.step(cache, windows_BxL[:, -1])
 
     def _observe_fn(self, params, rest, cache, items_B):
         return self._net(params, rest).step(cache, items_B)

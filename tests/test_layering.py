@@ -2,7 +2,8 @@
 
 The layers follow the data flow of docs/architecture.md, lowest first::
 
-    utilities (srt_jax, errors, progress) < config < data < models < train < sweep < commands
+    utilities (srt_jax, errors, progress) < config < data < models < train < serve < sweep
+    < commands
 
 A module may import its own layer and the layers below it. ``scaling`` (the fitting
 library) stands beside the training stack: it imports only utilities and itself (nothing
@@ -21,7 +22,7 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "srt_jax"
 
-ORDER = ("utilities", "config", "data", "models", "train", "sweep", "commands")
+ORDER = ("utilities", "config", "data", "models", "train", "serve", "sweep", "commands")
 """The training stack, lowest layer first."""
 
 MAY_IMPORT: dict[str, frozenset[str]] = {
@@ -32,7 +33,7 @@ for _layer in ("sweep", "commands"):
     MAY_IMPORT[_layer] |= {"scaling"}
 
 UTILITIES = ("srt_jax", "srt_jax.errors", "srt_jax.progress")
-SUBPACKAGES = ("config", "data", "models", "train", "sweep", "scaling", "commands")
+SUBPACKAGES = ("config", "data", "models", "train", "serve", "sweep", "scaling", "commands")
 
 
 def layer_of(module: str) -> str | None:
