@@ -159,6 +159,7 @@ def test_optimizer_errors_name_the_key():
         "train.dadapt_adamw.d0=-1": r"train.dadapt_adamw.d0 = -1.0 is invalid",
         "train.usgm.epsilon=-0.1": r"train.usgm.epsilon = -0.1 is invalid",
         "train.usgm.max_backtracks=0": r"train.usgm.max_backtracks = 0 is invalid",
+        "train.usgm.weight_decay=-1": r"train.usgm.weight_decay = -1.0 is invalid",
         "train.usgm.lr=1": r"unknown config key 'train.usgm.lr'",
     }
     for override, expected in cases.items():

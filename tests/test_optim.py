@@ -97,6 +97,25 @@ def test_contrib_optimisers_decay_kernels_only(optimizer):
         assert changed == ("kernel" in name), name
 
 
+def test_usgm_decays_kernels_at_its_own_rate_not_at_train_weight_decay():
+    params = _params()
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
+
+    def update(usgm_decay, train_decay=0.1):
+        section = {"epsilon": 1e6, "weight_decay": usgm_decay}  # the first trial always holds
+        cfg = train_config("usgm", grad_clip=1e9, weight_decay=train_decay, usgm=section)
+        tx = make_optimizer(cfg).tx
+        loss = lambda p: jnp.float32(0.0)  # noqa: E731
+        updates, _ = tx.update(grads, tx.init(params), params, value=loss(params), value_fn=loss)
+        return _flat(updates)
+
+    decayed, plain = update(0.5), update(0.0)
+    for name, u in decayed.items():
+        assert bool(np.any(np.asarray(u) != np.asarray(plain[name]))) == ("kernel" in name), name
+    for name, u in update(0.0, train_decay=0.0).items():
+        np.testing.assert_array_equal(u, plain[name], err_msg=name)
+
+
 CONTRIB = {
     "prodigy": (
         lambda mask: contrib_optim.prodigy(0.7, 0.9, 0.98, 1e-3, 1.5, 0.1, mask),

@@ -321,12 +321,17 @@ class USGMConfig:
     accepts an L whose quadratic model overestimates the batch loss at the new point up to
     ε/2. ``lipschitz0`` is the initial estimate L_0 (the first step tries 1/L_0; L halves
     after every step and doubles until the model holds, at most ``max_backtracks`` times
-    per step).
+    per step). ``weight_decay`` λ adds λ x parameter to the direction of the decayed
+    parameters (kernels; embeddings with ``train.decay_embeddings``), so a step of size 1/L
+    shrinks them by λ/L: 0 (default) is USGM as published. ``train.weight_decay`` (AdamW's
+    rate, multiplied by a learning rate near 1e-3) is not used: at USGM's steps (1/L is
+    typically 0.1 to 1 here) its 0.1 would shrink kernels by 1-10% a step.
     """
 
     epsilon: float = 0.01
     lipschitz0: float = 1.0
     max_backtracks: int = 20
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.epsilon >= 0, "train.usgm.epsilon", self.epsilon, "a number >= 0")
@@ -337,6 +342,7 @@ class USGMConfig:
             self.max_backtracks,
             "an integer >= 1",
         )
+        check(self.weight_decay >= 0, "train.usgm.weight_decay", self.weight_decay, "a number >= 0")
 
 
 @dataclass(frozen=True)
@@ -348,7 +354,7 @@ class TrainConfig:
     learning-rate schedule runs over that token budget.
 
     ``optimizer`` (:mod:`srt_jax.train.optim`; every one after global-norm clipping at
-    ``grad_clip``, with ``weight_decay`` on kernels only, and embeddings when
+    ``grad_clip``, with weight decay on kernels only, and embeddings when
     ``decay_embeddings``):
 
     - ``adamw`` (default): peak rate ``learning_rate``, ``b1``, ``b2``; the token schedule
@@ -362,9 +368,9 @@ class TrainConfig:
       ``min_lr_ratio`` is not used); evaluation and checkpoints' test figures use its
       averaged (eval) parameters.
     - ``usgm``: the universal stochastic gradient method; step 1/L from a line search on the
-      step's own batch (the clipped gradient plus ``weight_decay`` x kernel is its
-      direction), no token schedule (``learning_rate``, ``warmup_fraction``,
-      ``min_lr_ratio``, ``b1``, ``b2`` are not used). Section ``usgm`` (:class:`USGMConfig`).
+      step's own batch, no token schedule (``learning_rate``, ``warmup_fraction``,
+      ``min_lr_ratio``, ``b1``, ``b2``, ``weight_decay`` are not used; its section has its
+      own ``weight_decay``, default 0). Section ``usgm`` (:class:`USGMConfig`).
 
     An optimiser's section is null under any other optimiser (setting it is an error).
     ``optimizer`` is a :func:`new_key`: ``adamw`` configs keep the run ids they had before

@@ -30,8 +30,9 @@ learning-rate sweep) share one compiled step, whichever the optimiser.
 
 Weight decay (decoupled, AdamW's) applies to matmul kernels only: never to LayerNorm scales,
 biases, and, unless ``decay_embeddings``, the embedding tables (item tables, hashed buckets,
-positions — every :class:`srt_jax.models.item_encoders.EmbeddingParam`). USGM adds it to
-its direction (``weight_decay x kernel``), so its line search sees the decayed step.
+positions — every :class:`srt_jax.models.item_encoders.EmbeddingParam`). USGM has its
+own rate (``train.usgm.weight_decay``, default 0): it adds ``rate x kernel`` to its
+direction, so its line search sees the decayed step.
 """
 
 from __future__ import annotations
@@ -191,10 +192,10 @@ def make_optimizer(train_cfg: TrainConfig) -> Optimizer:
 
     cfg, clip = train_cfg, optax.clip_by_global_norm(train_cfg.grad_clip)
     if cfg.optimizer == "usgm":
-        search = optax.inject_hyperparams(usgm, static_args=("max_backtracks",))(
-            **dataclasses.asdict(cfg.usgm)
-        )
-        tx = optax.chain(clip, optax.add_decayed_weights(cfg.weight_decay, mask), search)
+        options = dataclasses.asdict(cfg.usgm)
+        decay = optax.add_decayed_weights(options.pop("weight_decay"), mask)
+        search = optax.inject_hyperparams(usgm, static_args=("max_backtracks",))(**options)
+        tx = optax.chain(clip, decay, search)
         return Optimizer(cfg.optimizer, tx, None, None, True, ("lipschitz", "evals"))
     options: dict[str, Any] = {}
     peak, keys = cfg.learning_rate, ()
