@@ -1,5 +1,6 @@
 """Resuming a run killed with SIGKILL continues exactly: its metrics.jsonl equals an
-uninterrupted run's, loss for loss (tolerance 0)."""
+uninterrupted run's, loss for loss (tolerance 0), for both backbones and for the optimisers
+that carry their own state (schedule-free's averages, prodigy's d, USGM's line search)."""
 
 import json
 import os
@@ -49,13 +50,23 @@ MODELS = {
 }
 
 
+RUNS = [  # (backbone, optimizer): both backbones, and the optimisers with their own state
+    ("transformer", "adamw"),
+    ("mamba", "adamw"),
+    ("transformer", "schedule_free_adamw"),  # averaged state; evaluated at eval parameters
+    ("transformer", "prodigy"),  # d in the train lines
+    ("transformer", "usgm"),  # line-search state: L, evaluations
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", MODELS)
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, backbone):
+@pytest.mark.parametrize(("backbone", "optimizer"), RUNS)
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, backbone, optimizer):
     config = {
         **CONFIG,
         "data": {**CONFIG["data"], "cache_dir": str(tmp_path / "cache")},
         "model": MODELS[backbone],
+        "train": {**CONFIG["train"], "optimizer": optimizer},
     }
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))

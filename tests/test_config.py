@@ -118,3 +118,54 @@ def test_a_union_tries_every_member_and_names_them_all_when_none_fits():
         ConfigError, match=r"value = 'fast' is invalid: expected an integer or one of 'auto'"
     ):
         from_dict(_Either, {"value": "fast"})
+
+
+PINNED_IDS = {  # run ids before train.optimizer existed: adding it changes none of them
+    None: "d257c7f2b3c3",
+    "ml100k_sasrec_fast.yaml": "9d2a9a38b79c",
+    "ml100k_sasrec.yaml": "4aaae726f20a",
+    "ml100k_mamba4rec.yaml": "7042e078f84b",
+}
+
+
+@pytest.mark.parametrize("name", PINNED_IDS, ids=str)
+def test_run_ids_of_configs_before_the_optimizer_key_are_unchanged(name):
+    path = None if name is None else Path(__file__).resolve().parents[1] / "configs" / name
+    config = load_config(path)
+    assert config_hash(config) == PINNED_IDS[name]
+    assert config_hash(load_config(path, ["train.optimizer=adamw"])) == PINNED_IDS[name]
+    assert config_hash(load_config(path, ["train.optimizer=usgm"])) != PINNED_IDS[name]
+    assert "optimizer: adamw" in dump_config(config)  # config.yaml still names it
+
+
+def test_optimizer_sections_belong_to_their_optimizer(tmp_path):
+    cfg = load_config(None, ["train.optimizer=prodigy", "train.prodigy.d_coef=2"])
+    assert cfg.train.prodigy.d_coef == 2.0 and cfg.train.prodigy.scale == 1.0
+    assert cfg.train.usgm is None and cfg.train.dadapt_adamw is None
+    assert load_config(None, ["train.optimizer=usgm"]).train.usgm.epsilon == 0.01
+    assert "prodigy" not in dump_config(load_config(None))
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    path.write_text("train:\n  optimizer: adamw\n  usgm:\n    epsilon: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"{path}:3: train.usgm is a usgm key, but "):
+        load_config(path)
+
+
+def test_optimizer_errors_name_the_key():
+    cases = {
+        "train.optimizer=sgd": r"train.optimizer = 'sgd' is invalid: expected one of 'adamw'",
+        "train.prodigy.scale=0": r"train.prodigy.scale = 0.0 is invalid",
+        "train.dadapt_adamw.d0=-1": r"train.dadapt_adamw.d0 = -1.0 is invalid",
+        "train.usgm.epsilon=-0.1": r"train.usgm.epsilon = -0.1 is invalid",
+        "train.usgm.max_backtracks=0": r"train.usgm.max_backtracks = 0 is invalid",
+        "train.usgm.weight_decay=-1": r"train.usgm.weight_decay = -1.0 is invalid",
+        "train.usgm.lr=1": r"unknown config key 'train.usgm.lr'",
+    }
+    for override, expected in cases.items():
+        optimizer = override.split(".")[1].split("=")[0]
+        chosen = [] if optimizer == "optimizer" else [f"train.optimizer={optimizer}"]
+        with pytest.raises(ConfigError, match=expected):
+            load_config(None, [*chosen, override])
+    with pytest.raises(ConfigError, match=r"train.b1 = 0.0 is invalid: expected .* \(0, 1\)"):
+        load_config(None, ["train.optimizer=schedule_free_adamw", "train.b1=0"])

@@ -4,14 +4,16 @@ best checkpoint, refusal of another config, non-finite failures, step timing."""
 import json
 
 import jax.numpy as jnp
+import optax
 import pytest
 import yaml
 
 from srt_jax.config import load_config, replace, to_dict
 from srt_jax.errors import ConfigError, TrainingError
 from srt_jax.train import loop, step
+from srt_jax.train.checkpoint import Checkpoints
 from srt_jax.train.loop import train
-from srt_jax.train.run_eval import evaluate_run
+from srt_jax.train.run_eval import evaluate_run, restore_best
 from srt_jax.train.timing import time_steps
 
 TINY = [
@@ -115,6 +117,52 @@ def test_eval_run_uses_the_best_checkpoint(finished):
     assert result["step"] == summary["eval"]["step"]
     assert result["metrics"]["ndcg@10"] == pytest.approx(summary["eval"]["ndcg@10"])
     assert result["loss"] == pytest.approx(summary["eval"]["loss"])
+
+
+@pytest.fixture(scope="module")
+def schedule_free(tmp_path_factory):
+    root = tmp_path_factory.mktemp("schedule_free")
+    config = tiny_config(root / "cache", "train.optimizer=schedule_free_adamw")
+    summary = train(config, root / "run", progress=False)
+    return config, root / "run", summary
+
+
+def test_schedule_free_runs_are_evaluated_at_their_averaged_parameters(schedule_free):
+    """Validation, held-out loss, the best checkpoint's test figures and ``srt-jax eval``
+    all use schedule-free's eval parameters, not the interpolated training ones."""
+    config, run_dir, summary = schedule_free
+    restored = restore_best(run_dir)
+    parts, best = restored.parts, summary["eval"]["step"]
+    checkpoints = Checkpoints(run_dir / "checkpoints", config.train.keep_checkpoints)
+    try:
+        state, _ = checkpoints.restore(best, parts.step.abstract_state())
+    finally:
+        checkpoints.close()
+    averaged = optax.contrib.schedule_free_eval_params(
+        state["opt_state"][-1].inner_state, state["params"]
+    )
+    evaluator = parts.evaluator
+    assert evaluator.heldout_loss(averaged) == pytest.approx(summary["eval"]["loss"], rel=1e-6)
+    assert evaluator.heldout_loss(state["params"]) != pytest.approx(summary["eval"]["loss"])
+    test = evaluator.metrics(averaged, "test")
+    assert test["ndcg@10"] == pytest.approx(summary["eval"]["ndcg@10"], rel=1e-6)
+    assert evaluate_run(run_dir, "test")["metrics"] == test
+    assert [r["loss"] for r in records(run_dir, "eval") if r["step"] == best] == [
+        summary["eval"]["loss"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "keys"), [("prodigy", {"d"}), ("usgm", {"lipschitz", "evals"})]
+)
+def test_adaptive_optimisers_write_their_step_size_in_train_lines(tmp_path, optimizer, keys):
+    config = tiny_config(tmp_path / "cache", f"train.optimizer={optimizer}", "train.tokens=800")
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["status"] == "done"
+    lines = records(tmp_path / "run", "train")
+    assert lines and all(keys <= set(r) and all(r[k] > 0 for k in keys) for r in lines)
+    if optimizer == "usgm":
+        assert all(r["lr"] == pytest.approx(1 / r["lipschitz"]) for r in lines)
 
 
 def _nan_loss(*args, **kwargs):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from srt_jax.config import ModelConfig, TrainConfig
+from srt_jax.config import ModelConfig, TrainConfig, from_dict
 from srt_jax.data.sampler import Batch
 from srt_jax.errors import ConfigError
 from srt_jax.models.factory import build_model
@@ -68,6 +68,33 @@ def test_step_learns_a_sequence_rule():
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5])
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "section", "keys"),
+    [  # d0 near this toy problem's scale: from optax's 1e-6, d takes longer than 40 steps
+        ("prodigy", {"d0": 1e-3}, {"d"}),
+        ("dadapt_adamw", {"d0": 1e-3}, {"d"}),
+        ("usgm", {}, {"lipschitz", "evals"}),
+    ],
+)
+def test_adaptive_optimisers_learn_and_report_their_step_size(optimizer, section, keys):
+    cfg = from_dict(
+        TrainConfig, {"optimizer": optimizer, "warmup_fraction": 0.1, optimizer: section}
+    )
+    step = make_step(cfg, total_tokens=3_000)
+    state, losses = run(step, batches(40))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    _, metrics = step(state, step.put_batch(batches(1)[0]), 40, 2_000)
+    assert (
+        keys
+        <= set(metrics)
+        == set(step.optimizer.metric_keys)
+        | {"loss_sum", "count", "grad_norm", "lr", "loss_finite", "grad_finite"}
+    )
+    assert all(np.isfinite(float(metrics[k])) and float(metrics[k]) > 0 for k in keys)
+    if optimizer == "usgm":  # its lr is its step size 1/L
+        assert float(metrics["lr"]) == pytest.approx(1 / float(metrics["lipschitz"]))
+
+
 def test_metrics_are_exact_sums_and_report_the_learning_rate():
     step = make_step(TrainConfig(learning_rate=1e-2, warmup_fraction=0.5), total_tokens=1_000)
     batch = batches(1)[0]
@@ -117,10 +144,27 @@ def _lowered_text(step):
     ).as_text()
 
 
-def test_seed_learning_rate_and_budget_are_arguments_not_compiled_constants():
-    """Same-shaped runs of a sweep (other budgets, seeds, peak rates) share one program."""
-    base = make_step(TrainConfig(learning_rate=1e-2, seed=0), total_tokens=2_000)
-    other = make_step(TrainConfig(learning_rate=3e-3, seed=7), total_tokens=90_000)
+RATES = {  # two peak rates (or the knobs that stand for them) per optimiser
+    "adamw": ({"learning_rate": 1e-2}, {"learning_rate": 3e-3}),
+    "schedule_free_adamw": ({"learning_rate": 1e-2}, {"learning_rate": 3e-3}),
+    "prodigy": ({"prodigy": {"scale": 1.0, "d0": 1e-6}}, {"prodigy": {"scale": 0.5, "d0": 1e-5}}),
+    "dadapt_adamw": ({"dadapt_adamw": {"scale": 1.0}}, {"dadapt_adamw": {"scale": 0.3}}),
+    "usgm": (
+        {"usgm": {"epsilon": 0.01, "lipschitz0": 1.0}},
+        {"usgm": {"epsilon": 0.1, "lipschitz0": 4.0}},
+    ),
+}
+
+
+@pytest.mark.parametrize("optimizer", RATES)
+def test_seed_learning_rate_and_budget_are_arguments_not_compiled_constants(optimizer):
+    """Same-shaped runs of a sweep (other budgets, seeds, peak rates, optimiser knobs) share
+    one program, whichever the optimiser."""
+    first, second = RATES[optimizer]
+    base_cfg = from_dict(TrainConfig, {"optimizer": optimizer, "seed": 0, **first})
+    other_cfg = from_dict(TrainConfig, {"optimizer": optimizer, "seed": 7, **second})
+    base = make_step(base_cfg, total_tokens=2_000)
+    other = make_step(other_cfg, total_tokens=90_000)
     assert _lowered_text(base) == _lowered_text(other)
     batch = batches(1)[0]
     _, a = base(base.init_state(), base.put_batch(batch), 3, 1_000)

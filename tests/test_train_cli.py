@@ -38,6 +38,14 @@ def test_unknown_set_key_exits_2_naming_it(capsys, config_path):
     assert "train.bogus" in err and "learning_rate" in err  # and what is allowed
 
 
+def test_unknown_optimizer_exits_2_naming_it_and_writes_nothing(capsys, config_path, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", str(config_path), "--set", "train.optimizer=lion", "--out", str(out)]
+    err = error_of(capsys, argv)
+    assert len(err.strip().splitlines()) == 1
+    assert "train.optimizer = 'lion'" in err and "'usgm'" in err and not out.exists()
+
+
 def test_bad_value_exits_2_naming_key(capsys, config_path):
     err = error_of(capsys, ["train", str(config_path), "--set", "model.dropout=1.5"])
     assert "model.dropout" in err

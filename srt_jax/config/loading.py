@@ -19,24 +19,31 @@ from typing import Any, Literal
 
 import yaml
 
-from srt_jax.config.schema import RunConfig, backbone_of
+from srt_jax.config.schema import NEW_KEY, RunConfig, owner_of
 from srt_jax.errors import ConfigError
 
 # --------------------------------------------------------------------------- dict <-> dataclass
 
 
-def to_dict(config: Any) -> dict[str, Any]:
+def to_dict(config: Any, *, for_hash: bool = False) -> dict[str, Any]:
     """A plain, JSON/YAML-serialisable dict of a config dataclass (tuples become lists).
 
-    Backbone keys that are null (those of a backbone the config does not use) are left out.
+    Owned keys that are null (those of a backbone or optimiser the config does not use) are
+    left out; with ``for_hash``, so are :func:`~srt_jax.config.schema.new_key` fields at
+    their default (what :func:`config_hash` hashes).
     """
+
+    def kept(f: dataclasses.Field, value: Any) -> bool:
+        if owner_of(f) and value is None:
+            return False
+        return not (for_hash and f.metadata.get(NEW_KEY) and value == f.default)
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
             return {
                 f.name: plain(getattr(value, f.name))
                 for f in dataclasses.fields(value)
-                if not (backbone_of(f) and getattr(value, f.name) is None)
+                if kept(f, getattr(value, f.name))
             }
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]
@@ -253,8 +260,10 @@ def dump_config(config: Any) -> str:
 
 
 def config_hash(config: Any, length: int = 12) -> str:
-    """A stable hex id of a resolved config: equal configs give equal ids."""
-    canonical = json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+    """A stable hex id of a resolved config: equal configs give equal ids. New keys at their
+    default are left out (:func:`~srt_jax.config.schema.new_key`), so adding a key does not
+    change the ids of the configs that predate it."""
+    canonical = json.dumps(to_dict(config, for_hash=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 

@@ -9,7 +9,14 @@ backbone (``n_heads``, ``norm``, ``positions`` for the transformer; the ``mamba`
 Mamba) is declared with :func:`backbone_key`. It is null in the config of any other backbone
 — setting it there is an error naming the key — and takes its default when its own backbone
 is chosen. :func:`srt_jax.config.loading.to_dict` leaves null backbone keys out, so a
-transformer config reads (and hashes) exactly as it did before Mamba existed.
+transformer config reads (and hashes) exactly as it did before Mamba existed. Optimiser
+sections (``train.prodigy``, ``train.dadapt_adamw``, ``train.usgm``) belong to their
+``train.optimizer`` the same way (:func:`optimizer_key`); both are :func:`owned_key` fields.
+
+Keys added after run ids existed are declared with :func:`new_key`:
+:func:`srt_jax.config.loading.config_hash` leaves such a key out while it holds its default,
+so the run id of a config that predates the key does not change (``train.optimizer``:
+``adamw``), while ``config.yaml`` and every other reader still see it.
 """
 
 from __future__ import annotations
@@ -18,27 +25,73 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from srt_jax.errors import ConfigError
 
 SamplerMode = Literal["recent", "sliding", "stride", "mixed", "recency_weighted"]
 Backbone = Literal["transformer", "mamba"]
+OptimizerName = Literal["adamw", "prodigy", "dadapt_adamw", "schedule_free_adamw", "usgm"]
 
-BACKBONE_KEY = "backbone"
-"""Field metadata naming the backbone a :func:`backbone_key` belongs to."""
-_DEFAULT = "backbone_default"
+OWNER = "owner"
+"""Field metadata of an :func:`owned_key`: (the selecting field's name, the owning value)."""
+_DEFAULT = "owner_default"
+NEW_KEY = "new_key"
+"""Field metadata of a :func:`new_key`: left out of the config hash while at its default."""
+
+
+def owned_key(selector: str, owner: str, default: Callable[[], Any]) -> Any:
+    """A field that belongs to one value ``owner`` of its section's field ``selector``: null
+    under any other value (setting it there is an error), ``default()`` when left null under
+    its own (see :func:`resolve_owned_keys`)."""
+    return field(default=None, metadata={OWNER: (selector, owner), _DEFAULT: default})
 
 
 def backbone_key(backbone: str, default: Callable[[], Any]) -> Any:
-    """A ``ModelConfig`` field that belongs to ``backbone``: null under any other backbone,
-    ``default()`` when it is left null under its own."""
-    return field(default=None, metadata={BACKBONE_KEY: backbone, _DEFAULT: default})
+    """A ``ModelConfig`` field that belongs to ``backbone`` (an :func:`owned_key`)."""
+    return owned_key("backbone", backbone, default)
+
+
+def optimizer_key(optimizer: str, default: Callable[[], Any]) -> Any:
+    """A ``TrainConfig`` field that belongs to ``optimizer`` (an :func:`owned_key`)."""
+    return owned_key("optimizer", optimizer, default)
+
+
+def new_key(default: Any) -> Any:
+    """A field added after run ids existed, with an immutable ``default``: the config hash
+    leaves it out while it holds that default (see the module docstring)."""
+    return field(default=default, metadata={NEW_KEY: True})
+
+
+def owner_of(f: dataclasses.Field) -> tuple[str, str] | None:
+    """(selecting field, owning value) of an :func:`owned_key` field; None for a shared one."""
+    return f.metadata.get(OWNER)
 
 
 def backbone_of(f: dataclasses.Field) -> str | None:
     """The backbone a config field belongs to, or None for a shared field."""
-    return f.metadata.get(BACKBONE_KEY)
+    owner = owner_of(f)
+    return owner[1] if owner and owner[0] == "backbone" else None
+
+
+def resolve_owned_keys(section: Any, where: str) -> None:
+    """Check and fill the :func:`owned_key` fields of the frozen dataclass ``section`` (at
+    dotted ``where``): one set under another value of its selector is a ConfigError naming
+    it; one left null under its own value takes its default."""
+    for f in dataclasses.fields(section):
+        owner, value = owner_of(f), getattr(section, f.name)
+        if owner is None:
+            continue
+        selector, own = owner
+        chosen = getattr(section, selector)
+        if own != chosen and value is not None:
+            raise ConfigError(
+                f"{where}.{f.name} is a {own} key, but {where}.{selector} is {chosen!r}: "
+                f"remove it, or set {where}.{selector} to {own!r}",
+                key=f"{where}.{f.name}",
+            )
+        if own == chosen and value is None:
+            object.__setattr__(section, f.name, f.metadata[_DEFAULT]())
 
 
 @dataclass(frozen=True)
@@ -193,18 +246,7 @@ class ModelConfig:
     mamba: MambaConfig | None = backbone_key("mamba", MambaConfig)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            owner, value = backbone_of(f), getattr(self, f.name)
-            if owner is None:
-                continue
-            if owner != self.backbone and value is not None:
-                raise ConfigError(
-                    f"model.{f.name} is a {owner} key, but model.backbone is "
-                    f"{self.backbone!r}: remove it, or set model.backbone to {owner!r}",
-                    key=f"model.{f.name}",
-                )
-            if owner == self.backbone and value is None:
-                object.__setattr__(self, f.name, f.metadata[_DEFAULT]())
+        resolve_owned_keys(self, "model")
         check(self.d_model >= 1, "model.d_model", self.d_model, "an integer >= 1")
         check(self.n_layers >= 0, "model.n_layers", self.n_layers, "an integer >= 0")
         check(
@@ -235,12 +277,104 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DAdaptConfig:
+    """D-Adaptation AdamW (``train.optimizer: dadapt_adamw``; Defazio & Mishchenko 2023).
+
+    Learning-rate-free: the step is d x ``scale`` x the token schedule's multiplier, where d,
+    an estimate of the distance to the solution, grows from ``d0`` (optax's ``estim_lr0``);
+    ``scale`` is optax's ``learning_rate`` (1.0 as the authors recommend).
+    """
+
+    SECTION: ClassVar[str] = "train.dadapt_adamw"
+    scale: float = 1.0
+    d0: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check(self.scale > 0, f"{self.SECTION}.scale", self.scale, "a positive number")
+        check(self.d0 > 0, f"{self.SECTION}.d0", self.d0, "a positive number")
+
+
+@dataclass(frozen=True)
+class ProdigyConfig(DAdaptConfig):
+    """Prodigy (``train.optimizer: prodigy``; Mishchenko & Defazio 2023): D-Adaptation AdamW
+    whose estimate d adapts faster. ``scale`` and ``d0`` as :class:`DAdaptConfig`;
+    ``d_coef`` multiplies each new estimate of d (optax's ``estim_lr_coef``);
+    ``safeguard_warmup`` leaves the schedule out of d's denominator (helps during warmup).
+    """
+
+    SECTION: ClassVar[str] = "train.prodigy"
+    d_coef: float = 1.0
+    safeguard_warmup: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.d_coef > 0, f"{self.SECTION}.d_coef", self.d_coef, "a positive number")
+
+
+@dataclass(frozen=True)
+class USGMConfig:
+    """The universal stochastic gradient method (``train.optimizer: usgm``;
+    :mod:`srt_jax.train.usgm`): gradient steps 1/L with L found by a line search on the
+    step's own batch.
+
+    ``epsilon`` is the accuracy ε (nats of the mean per-token training loss): each step
+    accepts an L whose quadratic model overestimates the batch loss at the new point up to
+    ε/2. ``lipschitz0`` is the initial estimate L_0 (the first step tries 1/L_0; L halves
+    after every step and doubles until the model holds, at most ``max_backtracks`` times
+    per step). ``weight_decay`` λ adds λ x parameter to the direction of the decayed
+    parameters (kernels; embeddings with ``train.decay_embeddings``), so a step of size 1/L
+    shrinks them by λ/L: 0 (default) is USGM as published. ``train.weight_decay`` (AdamW's
+    rate, multiplied by a learning rate near 1e-3) is not used: at USGM's steps (1/L is
+    typically 0.1 to 1 here) its 0.1 would shrink kernels by 1-10% a step.
+    """
+
+    epsilon: float = 0.01
+    lipschitz0: float = 1.0
+    max_backtracks: int = 20
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.epsilon >= 0, "train.usgm.epsilon", self.epsilon, "a number >= 0")
+        check(self.lipschitz0 > 0, "train.usgm.lipschitz0", self.lipschitz0, "a positive number")
+        check(
+            self.max_backtracks >= 1,
+            "train.usgm.max_backtracks",
+            self.max_backtracks,
+            "an integer >= 1",
+        )
+        check(self.weight_decay >= 0, "train.usgm.weight_decay", self.weight_decay, "a number >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Loss, optimiser, schedule and budget.
 
     The budget is ``tokens`` (trained target positions) or ``epochs`` (multiples of the
     number of target positions in the training histories); exactly one must be set. The
     learning-rate schedule runs over that token budget.
+
+    ``optimizer`` (:mod:`srt_jax.train.optim`; every one after global-norm clipping at
+    ``grad_clip``, with weight decay on kernels only, and embeddings when
+    ``decay_embeddings``):
+
+    - ``adamw`` (default): peak rate ``learning_rate``, ``b1``, ``b2``; the token schedule
+      (linear warmup over ``warmup_fraction``, cosine to ``min_lr_ratio``).
+    - ``prodigy``, ``dadapt_adamw``: learning-rate-free AdamW (optax.contrib); the step is
+      the adapted d x their section's ``scale`` (1.0) x the token schedule's multiplier;
+      ``learning_rate`` is not used. Sections ``prodigy`` / ``dadapt_adamw``
+      (:class:`ProdigyConfig`, :class:`DAdaptConfig`).
+    - ``schedule_free_adamw``: schedule-free AdamW (optax.contrib) at ``learning_rate``,
+      interpolation ``b1``, ``b2``; warmup only (the averaging replaces the decay, so
+      ``min_lr_ratio`` is not used); evaluation and checkpoints' test figures use its
+      averaged (eval) parameters.
+    - ``usgm``: the universal stochastic gradient method; step 1/L from a line search on the
+      step's own batch, no token schedule (``learning_rate``, ``warmup_fraction``,
+      ``min_lr_ratio``, ``b1``, ``b2``, ``weight_decay`` are not used; its section has its
+      own ``weight_decay``, default 0). Section ``usgm`` (:class:`USGMConfig`).
+
+    An optimiser's section is null under any other optimiser (setting it is an error).
+    ``optimizer`` is a :func:`new_key`: ``adamw`` configs keep the run ids they had before
+    it existed.
     """
 
     loss: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "full_softmax"
@@ -258,6 +392,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     b1: float = 0.9
     b2: float = 0.98
+    optimizer: OptimizerName = new_key("adamw")
+    prodigy: ProdigyConfig | None = optimizer_key("prodigy", ProdigyConfig)
+    dadapt_adamw: DAdaptConfig | None = optimizer_key("dadapt_adamw", DAdaptConfig)
+    usgm: USGMConfig | None = optimizer_key("usgm", USGMConfig)
     seed: int = 0
     data_parallel: int | None = None
     log_every: int = 50
@@ -266,6 +404,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
+        resolve_owned_keys(self, "train")
         check(
             (self.tokens is None) != (self.epochs is None),
             "train.tokens/train.epochs",
@@ -304,6 +443,12 @@ class TrainConfig:
         )
         check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
         check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a positive number")
+        check(
+            self.optimizer != "schedule_free_adamw" or 0 < self.b1 < 1,
+            "train.b1",
+            self.b1,
+            "a number in (0, 1) with train.optimizer = 'schedule_free_adamw' (its interpolation)",
+        )
         check(
             self.data_parallel is None or self.data_parallel >= 1,
             "train.data_parallel",

@@ -11,13 +11,19 @@ queued, and the host never runs more than one step ahead), and converts losses t
 floats only every ``log_every`` steps. Every ``eval_every_tokens`` tokens and at the end it
 evaluates (held-out loss, validation ranking) and saves a checkpoint carrying the
 validation NDCG@10; every ``checkpoint_every`` steps it saves one without metrics. The
-test figures are taken at the best-validation checkpoint, restored at the end.
+test figures are taken at the best-validation checkpoint, restored at the end. Every
+evaluation uses the state's parameters to evaluate
+(:meth:`~srt_jax.train.step.TrainStep.eval_params`: schedule-free's averaged ones).
 
 ``metrics.jsonl`` lines (the contract the scaling loaders read):
 
 - ``{"kind": "train", "step", "tokens", "flops", "loss", "lr", "grad_norm", "wall_s"}`` every
   ``log_every`` steps and at the last step; ``loss`` is the mean per-token training loss
   over the steps since the previous train line, ``lr`` and ``grad_norm`` those of ``step``.
+  Adaptive optimisers add their own figures of ``step`` (:mod:`srt_jax.train.optim`):
+  ``d`` (prodigy, dadapt_adamw: the adapted estimate; their step is d x ``lr``), or
+  ``lipschitz`` and ``evals`` (usgm: its L, and the loss evaluations of its line search;
+  its ``lr`` is 1/L).
 - ``{"kind": "eval", "step", "tokens", "flops", "loss", "wall_s", "loop_s", "eval_s",
   "metrics"}``; ``loss`` is the held-out per-token cross-entropy (null without held-out
   users), ``metrics`` the validation ranking metrics, ``eval_s`` the seconds this
@@ -231,6 +237,7 @@ class _Training:
                 "loss": loss,
                 "lr": float(values[-1]["lr"]),
                 "grad_norm": float(values[-1]["grad_norm"]),
+                **{k: values[-1][k].item() for k in self.parts.step.optimizer.metric_keys},
                 "wall_s": self.wall_s(),
             }
         )
@@ -241,11 +248,12 @@ class _Training:
         """Validation metrics and held-out loss of ``state``; updates best and next eval."""
         evaluator = self.parts.evaluator
         started = time.perf_counter()
+        params = self.parts.step.eval_params(state)
         record = {
             "step": ls.step,
             "tokens": ls.tokens,
-            "loss": evaluator.heldout_loss(state["params"]),
-            "metrics": evaluator.metrics(state["params"], "valid"),
+            "loss": evaluator.heldout_loss(params),
+            "metrics": evaluator.metrics(params, "valid"),
         }
         self.run.append_metrics(
             {

@@ -1,4 +1,19 @@
-"""The optimiser: AdamW with global-norm clipping, a token-based schedule, a decay mask.
+"""The optimiser: global-norm clipping, then AdamW or an adaptive-step optimiser, a
+token-based schedule and a weight-decay mask.
+
+:func:`make_optimizer` builds the :class:`Optimizer` of ``train.optimizer``:
+
+- ``adamw``: AdamW at ``learning_rate`` on the token schedule below.
+- ``prodigy``, ``dadapt_adamw`` (optax.contrib, :mod:`srt_jax.train.contrib_optim`):
+  learning-rate-free AdamW; the step is their adapted d times their section's ``scale``
+  (1.0) times the token schedule's multiplier (warmup and cosine decay, which the authors
+  recommend on top of d); ``learning_rate`` is not used. d is reported per step (``d``).
+- ``schedule_free_adamw`` (optax.contrib): at ``learning_rate``, warmup then constant (the
+  averaging replaces the decay; ``min_lr_ratio`` is not used). Its parameters to evaluate
+  are the averaged sequence (:meth:`Optimizer.eval_params`).
+- ``usgm`` (:mod:`srt_jax.train.usgm`): step 1/L from a line search on the step's batch
+  loss; no token schedule. Reported per step: ``lr`` (1/L), ``lipschitz`` (L) and
+  ``evals`` (loss evaluations of the line search).
 
 The learning rate follows :func:`optax.warmup_cosine_decay_schedule` — linear warmup from 0
 over the first ``warmup_fraction`` of the run's TOKEN budget, then cosine decay to
@@ -7,18 +22,23 @@ target tokens trained before each step. The host knows that number before it dis
 step (the sampler builds the mask in numpy), so the schedule is exact over tokens with no
 device sync: the jitted step is given the run's progress (tokens so far / token budget)
 and the peak learning rate as arguments, evaluates :func:`lr_multiplier` at that progress
-and writes the product into the optimiser state with :func:`set_learning_rate` (the AdamW
-transform is wrapped in :func:`optax.inject_hyperparams`). Neither the budget nor the peak
-rate is a compile-time constant, so runs of one shape that differ only in them (an IsoFLOP
-sweep's budgets, a learning-rate sweep) share one compiled step.
+and writes the product into the optimiser state with :meth:`Optimizer.set_learning_rate`
+(the optimiser is wrapped in :func:`optax.inject_hyperparams`, which also keeps every other
+numeric hyperparameter in the state). Neither the budget nor the peak rate is a compile-time
+constant, so runs of one shape that differ only in them (an IsoFLOP sweep's budgets, a
+learning-rate sweep) share one compiled step, whichever the optimiser.
 
 Weight decay (decoupled, AdamW's) applies to matmul kernels only: never to LayerNorm scales,
 biases, and, unless ``decay_embeddings``, the embedding tables (item tables, hashed buckets,
-positions — every :class:`srt_jax.models.item_encoders.EmbeddingParam`).
+positions — every :class:`srt_jax.models.item_encoders.EmbeddingParam`). USGM has its
+own rate (``train.usgm.weight_decay``, default 0): it adds ``rate x kernel`` to its
+direction, so its line search sees the decayed step.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -27,6 +47,8 @@ from flax import nnx
 
 from srt_jax.config import TrainConfig
 from srt_jax.models.item_encoders import EmbeddingParam
+from srt_jax.train import contrib_optim
+from srt_jax.train.usgm import usgm
 
 DECAYED_NAMES = ("kernel",)
 """Names of the parameters (last path key) that get weight decay: matmul kernels."""
@@ -41,15 +63,16 @@ def lr_multiplier(train_cfg: TrainConfig) -> optax.Schedule:
     :data:`PROGRESS_RESOLUTION`, where progress is the fraction of the token budget trained.
 
     0 at the start, 1 after ``warmup_fraction`` (linear), ``min_lr_ratio`` at the end of the
-    budget (cosine) and after it.
+    budget (cosine) and after it; for ``schedule_free_adamw`` 1 from the end of the warmup on.
     """
     warmup = round(train_cfg.warmup_fraction * PROGRESS_RESOLUTION)
+    decays = train_cfg.optimizer != "schedule_free_adamw"
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=1.0,
         warmup_steps=warmup,
         decay_steps=max(PROGRESS_RESOLUTION, warmup + 1),
-        end_value=train_cfg.min_lr_ratio,
+        end_value=train_cfg.min_lr_ratio if decays else 1.0,
     )
 
 
@@ -91,26 +114,100 @@ def decay_mask(params: nnx.State, *, decay_embeddings: bool) -> Any:
     )
 
 
-def make_optimizer(train_cfg: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping (``grad_clip``) then AdamW (``b1``, ``b2``, ``weight_decay``
-    masked by :func:`decay_mask`) whose learning rate is set per step by
-    :func:`set_learning_rate`."""
+FACTORIES = {
+    "adamw": optax.adamw,
+    "prodigy": contrib_optim.prodigy,
+    "dadapt_adamw": contrib_optim.dadapt_adamw,
+    "schedule_free_adamw": contrib_optim.schedule_free_adamw,
+}
+"""The optimisers the token schedule drives (usgm aside): factories taking ``learning_rate``,
+``b1``, ``b2``, ``weight_decay``, ``mask`` and their section's other knobs."""
+
+LEARNING_RATE_FREE = ("prodigy", "dadapt_adamw")
+"""Optimisers whose peak is their section's ``scale`` (not ``learning_rate``)."""
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimiser as the train step drives it (built by :func:`make_optimizer`).
+
+    Attributes:
+      name: ``train.optimizer``.
+      tx: global-norm clipping, then the optimiser (its state: ``(clip, ..., optimiser)``).
+      peak: the rate the token schedule scales, passed to the step as an argument
+        (``learning_rate``, or the learning-rate-free optimisers' ``scale``); None for usgm.
+      multiplier: :func:`lr_multiplier`, or None (usgm: no token schedule).
+      line_search: whether ``tx.update`` takes the batch loss: ``value`` (the loss at the
+        parameters), ``value_fn`` (parameters -> the same batch's loss, same keys) and
+        ``grad`` (the unclipped gradient).
+      metric_keys: figures :meth:`diagnostics` adds to each ``train`` line besides ``lr``.
+    """
+
+    name: str
+    tx: optax.GradientTransformationExtraArgs
+    peak: float | None
+    multiplier: optax.Schedule | None
+    line_search: bool = False
+    metric_keys: tuple[str, ...] = ()
+
+    def learning_rate(self, peak: jax.Array, progress: jax.Array) -> jax.Array | None:
+        """The scheduled rate at ``progress`` (fraction of the token budget), None for usgm."""
+        if self.multiplier is None:
+            return None
+        return scheduled_lr(peak, self.multiplier, progress)
+
+    def set_learning_rate(self, opt_state: tuple, learning_rate: jax.Array | None) -> tuple:
+        """``opt_state`` with the injected learning rate replaced (unchanged for None)."""
+        if learning_rate is None:
+            return opt_state
+        *before, injected = opt_state
+        hyperparams = {**injected.hyperparams, "learning_rate": learning_rate}
+        return (*before, injected._replace(hyperparams=hyperparams))
+
+    def eval_params(self, opt_state: tuple, params: nnx.State) -> nnx.State:
+        """The parameters to evaluate: schedule-free's averaged sequence
+        (:func:`optax.contrib.schedule_free_eval_params`), else ``params`` themselves."""
+        if self.name == "schedule_free_adamw":
+            return optax.contrib.schedule_free_eval_params(opt_state[-1].inner_state, params)
+        return params
+
+    def diagnostics(self, opt_state: tuple) -> dict[str, jax.Array]:
+        """Per-step figures of the optimiser state after an update: prodigy and dadapt_adamw
+        ``d`` (the adapted distance estimate; their step is d x ``lr``), usgm ``lr`` (its step
+        size 1/L), ``lipschitz`` (L) and ``evals``; empty for the others."""
+        inner = opt_state[-1].inner_state
+        if self.name in ("prodigy", "dadapt_adamw"):
+            return {"d": inner.estim_lr}
+        if self.name == "usgm":
+            return {"lr": 1.0 / inner.accepted, "lipschitz": inner.accepted, "evals": inner.evals}
+        return {}
+
+
+def make_optimizer(train_cfg: TrainConfig) -> Optimizer:
+    """The :class:`Optimizer` of ``train_cfg.optimizer``: global-norm clipping
+    (``grad_clip``), then the optimiser with its weight decay masked by :func:`decay_mask`."""
 
     def mask(params: nnx.State) -> Any:
         return decay_mask(params, decay_embeddings=train_cfg.decay_embeddings)
 
-    adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
-        learning_rate=train_cfg.learning_rate,
-        b1=train_cfg.b1,
-        b2=train_cfg.b2,
-        weight_decay=train_cfg.weight_decay,
+    cfg, clip = train_cfg, optax.clip_by_global_norm(train_cfg.grad_clip)
+    if cfg.optimizer == "usgm":
+        options = dataclasses.asdict(cfg.usgm)
+        decay = optax.add_decayed_weights(options.pop("weight_decay"), mask)
+        search = optax.inject_hyperparams(usgm, static_args=("max_backtracks",))(**options)
+        tx = optax.chain(clip, decay, search)
+        return Optimizer(cfg.optimizer, tx, None, None, True, ("lipschitz", "evals"))
+    options: dict[str, Any] = {}
+    peak, keys = cfg.learning_rate, ()
+    if cfg.optimizer in LEARNING_RATE_FREE:  # their section's knobs, "scale" as the peak
+        options = dataclasses.asdict(getattr(cfg, cfg.optimizer))
+        peak, keys = options.pop("scale"), ("d",)
+    opt = optax.inject_hyperparams(FACTORIES[cfg.optimizer], static_args=("mask",))(
+        learning_rate=peak,
+        b1=cfg.b1,
+        b2=cfg.b2,
+        weight_decay=cfg.weight_decay,
         mask=mask,
+        **options,
     )
-    return optax.chain(optax.clip_by_global_norm(train_cfg.grad_clip), adamw)
-
-
-def set_learning_rate(opt_state: tuple, learning_rate: jax.Array) -> tuple:
-    """``opt_state`` of :func:`make_optimizer` with the AdamW learning rate replaced."""
-    clip_state, adamw_state = opt_state
-    hyperparams = {**adamw_state.hyperparams, "learning_rate": learning_rate}
-    return clip_state, adamw_state._replace(hyperparams=hyperparams)
+    return Optimizer(cfg.optimizer, optax.chain(clip, opt), peak, lr_multiplier(cfg), False, keys)

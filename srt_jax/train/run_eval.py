@@ -19,9 +19,10 @@ from srt_jax.train.run_dir import RunDirectory
 
 
 def checkpoint_params(parts: RunParts, checkpoints: Checkpoints, step: int) -> nnx.State:
-    """The model parameters saved at ``step``, on the run's mesh."""
+    """The parameters to evaluate of the checkpoint saved at ``step``, on the run's mesh
+    (:meth:`~srt_jax.train.step.TrainStep.eval_params`: schedule-free's averaged ones)."""
     state, _ = checkpoints.restore(step, parts.step.abstract_state())
-    return state["params"]
+    return parts.step.eval_params(state)
 
 
 @dataclass
@@ -32,7 +33,7 @@ class RestoredRun:
       run_id: the config hash.
       parts: the run's data, split, model, step and evaluator (:func:`build_run`).
       step: the restored checkpoint's step.
-      params: its model parameters, on the run's mesh.
+      params: its parameters to evaluate (:func:`checkpoint_params`), on the run's mesh.
       checkpoint: which checkpoint it is and why, in words.
     """
 

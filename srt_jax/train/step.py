@@ -34,7 +34,7 @@ from srt_jax.config import TrainConfig
 from srt_jax.data.sampler import Batch
 from srt_jax.errors import ConfigError
 from srt_jax.train.losses import compute_loss
-from srt_jax.train.optim import lr_multiplier, make_optimizer, scheduled_lr, set_learning_rate
+from srt_jax.train.optim import make_optimizer
 
 DATA_AXIS = "data"
 BATCH_FIELDS = ("inputs", "targets", "mask")
@@ -90,7 +90,9 @@ class TrainStep:
     :meth:`put_batch`; it returns ``(new_state, metrics)`` where metrics are device scalars:
     ``loss_sum`` and ``count`` (sum of per-position losses and counted positions),
     ``grad_norm`` (before clipping), ``lr`` (used by this step), ``loss_finite`` and
-    ``grad_finite`` (bools).
+    ``grad_finite`` (bools), and the optimiser's own figures
+    (:meth:`~srt_jax.train.optim.Optimizer.diagnostics`, named in ``optimizer.metric_keys``).
+    :meth:`eval_params` gives the parameters to evaluate of a train state.
     """
 
     def __init__(
@@ -105,17 +107,18 @@ class TrainStep:
         model.train()
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.mesh = mesh
-        self.tx = make_optimizer(train_cfg)
+        self.optimizer = make_optimizer(train_cfg)
+        self.tx = self.optimizer.tx
         self._initial_params = params
         self.total_tokens = total_tokens
         constants = {
             "rest": rest,
             "item_log_q": item_log_q,
             "key": jax.random.key(train_cfg.seed),
-            "peak_lr": np.float32(train_cfg.learning_rate),
+            "peak_lr": np.float32(self.optimizer.peak or 0.0),
         }
         self._constants = jax.device_put(constants, replicated(mesh))
-        multiplier = lr_multiplier(train_cfg)
+        optimizer = self.optimizer
 
         def step(
             state: TrainState,
@@ -142,18 +145,24 @@ class TrainStep:
                 )
                 return loss_sum / jnp.maximum(count, 1.0), (loss_sum, count)
 
-            grads, (loss_sum, count) = jax.grad(loss_fn, has_aux=True)(state["params"])
-            lr = scheduled_lr(constants["peak_lr"], multiplier, progress)
-            opt_state = set_learning_rate(state["opt_state"], lr)
-            updates, opt_state = self.tx.update(grads, opt_state, state["params"])
+            (loss, (loss_sum, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state["params"]
+            )
+            lr = optimizer.learning_rate(constants["peak_lr"], progress)
+            opt_state = optimizer.set_learning_rate(state["opt_state"], lr)
+            line_search = {}
+            if optimizer.line_search:  # the same batch and keys: f_k of srt_jax.train.usgm
+                line_search = {"value": loss, "value_fn": lambda p: loss_fn(p)[0], "grad": grads}
+            updates, opt_state = self.tx.update(grads, opt_state, state["params"], **line_search)
             grad_norm = optax.tree.norm(grads)
             metrics = {
                 "loss_sum": loss_sum,
                 "count": count,
                 "grad_norm": grad_norm,
-                "lr": jnp.asarray(lr, jnp.float32),
                 "loss_finite": jnp.isfinite(loss_sum),
                 "grad_finite": jnp.isfinite(grad_norm),
+                **({} if lr is None else {"lr": jnp.asarray(lr, jnp.float32)}),
+                **optimizer.diagnostics(opt_state),
             }
             new_state = {
                 "params": optax.apply_updates(state["params"], updates),
@@ -175,6 +184,12 @@ class TrainStep:
         replicated; each call gives new buffers (the step donates them)."""
         state = {"params": self._initial_params, "opt_state": self.tx.init(self._initial_params)}
         return jax.device_put(state, replicated(self.mesh), may_alias=False)
+
+    def eval_params(self, state: TrainState) -> nnx.State:
+        """The parameters of ``state`` to evaluate (rank, held-out loss, serve): its params,
+        or schedule-free's averaged ones (:meth:`~srt_jax.train.optim.Optimizer.eval_params`).
+        Every evaluation of a train state or checkpoint goes through here."""
+        return self.optimizer.eval_params(state["opt_state"], state["params"])
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state (a restore target)."""
