@@ -15,7 +15,8 @@ from srt_jax.commands.fit import flat_config
 from srt_jax.errors import DataError
 from srt_jax.scaling.groups import split_points
 from srt_jax.scaling.laws import ChinchillaLaw
-from srt_jax.scaling.loaders import ColumnNames, load_points, load_run_values
+from srt_jax.scaling.loaders import ColumnNames, load_points
+from srt_jax.scaling.run_values import load_run_values
 
 LAWS = {  # two backbones with different laws and FLOPs per parameter-token k
     "transformer": (ChinchillaLaw(E=1.8, A=450.0, B=1800.0, alpha=0.34, beta=0.36), 6.0),

@@ -9,9 +9,10 @@ from srt_jax.commands.argtypes import non_negative_int, positive_float, positive
 from srt_jax.config import flat_dict, read_yaml
 from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
 from srt_jax.scaling.groups import Group, analyse_groups, write_groups
-from srt_jax.scaling.loaders import ColumnNames, load_points, load_run_values
+from srt_jax.scaling.loaders import ColumnNames, load_points
 from srt_jax.scaling.mlflow_sqlite import MlflowNames
 from srt_jax.scaling.report import HEADLINE, PREDICTED, write_results
+from srt_jax.scaling.run_values import load_run_values
 
 FORMATS = ("auto", "runs", "export", "csv", "mlflow")
 

@@ -1,6 +1,6 @@
 """Fits per group of runs (``srt-jax fit --group-by KEY``) and their comparison.
 
-The runs are split by their value of KEY (:func:`srt_jax.scaling.loaders.load_run_values`:
+The runs are split by their value of KEY (:func:`srt_jax.scaling.run_values.load_run_values`:
 a config key, a column or an MLflow parameter), and each group is analysed as a source of
 its own (:func:`srt_jax.scaling.analysis.analyse`: its own law, k, bootstrap, held-out
 check), all at one target compute (10x the largest compute of any group unless given) so
@@ -33,7 +33,6 @@ from srt_jax.scaling.analysis import (
     law_estimates,
 )
 from srt_jax.scaling.approach3 import MIN_POINTS
-from srt_jax.scaling.loaders import RunValues
 from srt_jax.scaling.plots import Figure, compare_loss_vs_compute
 from srt_jax.scaling.points import ScalingPoints
 from srt_jax.scaling.report import (
@@ -44,6 +43,7 @@ from srt_jax.scaling.report import (
     write_results,
     write_staged,
 )
+from srt_jax.scaling.run_values import RunValues
 
 UNSET = "unset"
 """Label of the runs that have no value of the key."""
