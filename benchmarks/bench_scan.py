@@ -1,4 +1,5 @@
-"""The selective scan's forms on this machine: time and XLA's arithmetic count, per mode.
+"""The selective scan's forms on this machine (time and XLA's arithmetic count, per mode),
+and the Mamba backbone's analytic FLOPs against XLA's count.
 
 For each shape (B rows, L positions; I = 128 channels, S = 32 states: Mamba4Rec's d_model 64)
 times the jitted forward and forward + backward of ``selective_scan`` in each mode
@@ -8,7 +9,12 @@ each forward per (position, channel, state) — the recurrence itself costs 6 th
 ``srt_jax.models.mamba.mamba_block_flops``). This is the measurement behind ``scan: auto``
 (``sequential`` on CPU). Modes are timed in interleaved rounds, each keeping its best time.
 
-    python benchmarks/bench_scan.py [--shapes 32x50 8x200 2x4096] [--rounds 3]
+With ``--flops`` it first prints, for a few Mamba shapes, the analytic forward FLOPs per
+position (``srt_jax.models.counting.flops_per_token``) beside XLA's count of one recurrent
+step plus the full-softmax loss — the recurrence's own arithmetic (tests/test_mamba.py
+requires the ratio to lie in [1, 1.10]).
+
+    python benchmarks/bench_scan.py [--shapes 32x50 8x200 2x4096] [--rounds 3] [--flops]
 """
 
 from __future__ import annotations
@@ -19,8 +25,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
+from srt_jax.config import TrainConfig, load_config
+from srt_jax.models.counting import flops_per_token
+from srt_jax.models.factory import build_model
 from srt_jax.models.selective_scan import selective_scan
+from srt_jax.train.losses import full_softmax_loss
 
 CHANNELS, STATES = 128, 32
 MODES = (
@@ -92,14 +103,56 @@ def bench_shape(batch: int, length: int, rounds: int) -> None:
         )
 
 
+FLOPS_SHAPES = (
+    ((), 1682),
+    (("model.d_model=128", "model.n_layers=3"), 20_000),
+    (("model.n_layers=1", "model.mamba.d_state=16", "model.tie_embeddings=false"), 500),
+    (("model.mamba.expand=4", "model.d_ff=96", "model.item_encoder=hashed"), 1682),
+)
+
+
+def flops_check(batch: int = 16) -> None:
+    """Analytic forward FLOPs per position of Mamba shapes against XLA's count of one
+    recurrent step + full-softmax loss (per row)."""
+    print("| shape | items | analytic FLOPs / position | XLA | XLA / analytic |")
+    print("| --- | --- | --- | --- | --- |")
+    for overrides, n_items in FLOPS_SHAPES:
+        cfg = load_config(None, ["model.backbone=mamba", *overrides]).model
+        model = build_model(cfg, n_items, 50, nnx.Rngs(0))
+        model.eval()
+        graphdef, state = nnx.split(model)
+
+        def forward(state, cache, items_B, graphdef=graphdef):
+            net = nnx.merge(graphdef, state)
+            cache, hidden_BxD = net.step(cache, items_B)
+            targets = items_B[:, None]
+            return full_softmax_loss(
+                hidden_BxD[:, None],
+                net.item_table(),
+                targets,
+                targets > 0,
+                max_chunk_logits=2**62,
+            ), cache
+
+        items = jnp.ones(batch, jnp.int32)
+        compiled = jax.jit(forward).lower(state, model.init_cache(batch), items).compile()
+        xla = compiled.cost_analysis()["flops"] / batch
+        analytic = flops_per_token(cfg, n_items, 1, TrainConfig(batch_size=batch)).forward
+        label = " ".join(overrides) or "defaults (d 64, 2 layers, S 32)"
+        print(f"| {label} | {n_items:,} | {analytic:,.0f} | {xla:,.0f} | {xla / analytic:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--shapes", nargs="+", default=["32x50", "8x200", "2x4096"], help="BxL shapes"
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--flops", action="store_true", help="also check Mamba's FLOP count")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    if args.flops:
+        flops_check()
     for shape in args.shapes:
         batch, length = map(int, shape.split("x"))
         bench_shape(batch, length, args.rounds)
