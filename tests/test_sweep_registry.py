@@ -43,6 +43,21 @@ def test_adding_runs_is_idempotent_and_a_root_holds_one_sweep(tmp_path):
     assert Registry(tmp_path).path.read_bytes()[:16] == b"SQLite format 3\x00"
 
 
+def test_a_registry_appears_with_its_tables_and_leaves_no_staging_file(tmp_path):
+    Registry(tmp_path, create=True).close()
+    names = {path.name for path in tmp_path.iterdir()}
+    assert not [name for name in names if ".creating-" in name]
+    with Registry(tmp_path) as reader:
+        assert reader.runs() == [] and reader.counts()["pending"] == 0
+    with Registry(tmp_path, create=True) as again:  # an existing registry is opened as it is
+        again.set_name("kept")
+    with (
+        Registry(tmp_path, create=True) as reopened,
+        pytest.raises(DataError, match="holds sweep 'kept'"),
+    ):
+        reopened.set_name("other")
+
+
 def test_claims_follow_position_and_only_the_holder_records_the_outcome(tmp_path):
     registry = make_registry(tmp_path)
     first = registry.claim("a", heartbeat_timeout=60, max_attempts=3)

@@ -1,8 +1,11 @@
-"""Run configuration: the schema (:mod:`.schema`) and its loading machinery (:mod:`.loading`).
+"""Run configuration: the schema (:mod:`.schema`, with the ``model`` and ``train`` sections in
+:mod:`.model` and :mod:`.train`, and the key rules in :mod:`.keys`) and its loading machinery
+(:mod:`.loading`).
 
 ``from srt_jax.config import RunConfig, load_config, config_hash`` is the public interface.
 """
 
+from srt_jax.config.keys import backbone_of
 from srt_jax.config.loading import (
     apply_overrides,
     build_config,
@@ -16,21 +19,14 @@ from srt_jax.config.loading import (
     to_dict,
     yaml_key_lines,
 )
-from srt_jax.config.schema import (
-    Backbone,
+from srt_jax.config.model import Backbone, MambaConfig, ModelConfig
+from srt_jax.config.schema import DataConfig, EvalConfig, RunConfig, SamplerMode, SynthConfig
+from srt_jax.config.train import (
     DAdaptConfig,
-    DataConfig,
-    EvalConfig,
-    MambaConfig,
-    ModelConfig,
     OptimizerName,
     ProdigyConfig,
-    RunConfig,
-    SamplerMode,
-    SynthConfig,
     TrainConfig,
     USGMConfig,
-    backbone_of,
 )
 
 __all__ = [

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
-from srt_jax.config.schema import NEW_KEY, RunConfig, owner_of
+from srt_jax.config.keys import NEW_KEY, owner_of
+from srt_jax.config.schema import RunConfig
 from srt_jax.errors import ConfigError
 
 # --------------------------------------------------------------------------- dict <-> dataclass
@@ -29,7 +30,7 @@ def to_dict(config: Any, *, for_hash: bool = False) -> dict[str, Any]:
     """A plain, JSON/YAML-serialisable dict of a config dataclass (tuples become lists).
 
     Owned keys that are null (those of a backbone or optimiser the config does not use) are
-    left out; with ``for_hash``, so are :func:`~srt_jax.config.schema.new_key` fields at
+    left out; with ``for_hash``, so are :func:`~srt_jax.config.keys.new_key` fields at
     their default (what :func:`config_hash` hashes).
     """
 
@@ -261,7 +262,7 @@ def dump_config(config: Any) -> str:
 
 def config_hash(config: Any, length: int = 12) -> str:
     """A stable hex id of a resolved config: equal configs give equal ids. New keys at their
-    default are left out (:func:`~srt_jax.config.schema.new_key`), so adding a key does not
+    default are left out (:func:`~srt_jax.config.keys.new_key`), so adding a key does not
     change the ids of the configs that predate it."""
     canonical = json.dumps(to_dict(config, for_hash=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]

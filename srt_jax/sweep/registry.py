@@ -21,6 +21,7 @@ worker that holds the run, so a run is done exactly once.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -74,6 +75,27 @@ CREATE TABLE IF NOT EXISTS skipped (
 """
 
 
+def _create_atomically(path: Path) -> None:
+    """Write an empty registry (every table) beside ``path`` and link it into place.
+
+    A reader never sees ``path`` without its tables; of two creators racing, the first
+    link wins and the second leaves the first's database as it is.
+    """
+    staging = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    db = sqlite3.connect(staging, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+    finally:
+        db.close()
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink()
+
+
 @dataclass(frozen=True)
 class NewRun:
     """A run to add: its id, resolved config (plain dict) and plan figures."""
@@ -109,6 +131,8 @@ class Registry:
                 "start the sweep with `srt-jax sweep run SPEC`"
             )
         self.root.mkdir(parents=True, exist_ok=True)
+        if create and not self.path.is_file():
+            _create_atomically(self.path)
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,92 @@
+"""How a config key is declared and checked: keys owned by one backbone or optimiser, keys
+added after run ids existed, and the one check every section's ``__post_init__`` uses.
+
+Backbone keys: ``model.backbone`` names the sequence model, and a key that belongs to one
+backbone (``n_heads``, ``norm``, ``positions`` for the transformer; the ``mamba`` section for
+Mamba) is declared with :func:`backbone_key`. It is null in the config of any other backbone
+— setting it there is an error naming the key — and takes its default when its own backbone
+is chosen. :func:`srt_jax.config.loading.to_dict` leaves null backbone keys out, so a
+transformer config reads (and hashes) exactly as it did before Mamba existed. Optimiser
+sections (``train.prodigy``, ``train.dadapt_adamw``, ``train.usgm``) belong to their
+``train.optimizer`` the same way (:func:`optimizer_key`); both are :func:`owned_key` fields.
+
+Keys added after run ids existed are declared with :func:`new_key`:
+:func:`srt_jax.config.loading.config_hash` leaves such a key out while it holds its default,
+so the run id of a config that predates the key does not change (``train.optimizer``:
+``adamw``), while ``config.yaml`` and every other reader still see it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import field
+from typing import Any
+
+from srt_jax.errors import ConfigError
+
+OWNER = "owner"
+"""Field metadata of an :func:`owned_key`: (the selecting field's name, the owning value)."""
+_DEFAULT = "owner_default"
+NEW_KEY = "new_key"
+"""Field metadata of a :func:`new_key`: left out of the config hash while at its default."""
+
+
+def owned_key(selector: str, owner: str, default: Callable[[], Any]) -> Any:
+    """A field that belongs to one value ``owner`` of its section's field ``selector``: null
+    under any other value (setting it there is an error), ``default()`` when left null under
+    its own (see :func:`resolve_owned_keys`)."""
+    return field(default=None, metadata={OWNER: (selector, owner), _DEFAULT: default})
+
+
+def backbone_key(backbone: str, default: Callable[[], Any]) -> Any:
+    """A ``ModelConfig`` field that belongs to ``backbone`` (an :func:`owned_key`)."""
+    return owned_key("backbone", backbone, default)
+
+
+def optimizer_key(optimizer: str, default: Callable[[], Any]) -> Any:
+    """A ``TrainConfig`` field that belongs to ``optimizer`` (an :func:`owned_key`)."""
+    return owned_key("optimizer", optimizer, default)
+
+
+def new_key(default: Any) -> Any:
+    """A field added after run ids existed, with an immutable ``default``: the config hash
+    leaves it out while it holds that default (see the module docstring)."""
+    return field(default=default, metadata={NEW_KEY: True})
+
+
+def owner_of(f: dataclasses.Field) -> tuple[str, str] | None:
+    """(selecting field, owning value) of an :func:`owned_key` field; None for a shared one."""
+    return f.metadata.get(OWNER)
+
+
+def backbone_of(f: dataclasses.Field) -> str | None:
+    """The backbone a config field belongs to, or None for a shared field."""
+    owner = owner_of(f)
+    return owner[1] if owner and owner[0] == "backbone" else None
+
+
+def resolve_owned_keys(section: Any, where: str) -> None:
+    """Check and fill the :func:`owned_key` fields of the frozen dataclass ``section`` (at
+    dotted ``where``): one set under another value of its selector is a ConfigError naming
+    it; one left null under its own value takes its default."""
+    for f in dataclasses.fields(section):
+        owner, value = owner_of(f), getattr(section, f.name)
+        if owner is None:
+            continue
+        selector, own = owner
+        chosen = getattr(section, selector)
+        if own != chosen and value is not None:
+            raise ConfigError(
+                f"{where}.{f.name} is a {own} key, but {where}.{selector} is {chosen!r}: "
+                f"remove it, or set {where}.{selector} to {own!r}",
+                key=f"{where}.{f.name}",
+            )
+        if own == chosen and value is None:
+            object.__setattr__(section, f.name, f.metadata[_DEFAULT]())
+
+
+def check(ok: bool, key: str, value: Any, expected: str) -> None:
+    """Raise a ConfigError naming ``key`` and what is expected unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is invalid: expected {expected}", key=key)

@@ -1,0 +1,119 @@
+"""The ``model`` section: the backbone, its shape and the item encoder (:class:`ModelConfig`),
+and the Mamba block's own keys (:class:`MambaConfig`). How backbone keys behave:
+:mod:`srt_jax.config.keys`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from srt_jax.config.keys import backbone_key, check, resolve_owned_keys
+
+Backbone = Literal["transformer", "mamba"]
+
+
+@dataclass(frozen=True)
+class MambaConfig:
+    """The selective state-space (Mamba) block of ``model.backbone: mamba``.
+
+    ``d_state`` is the state size S per channel, ``d_conv`` the causal convolution width W,
+    ``expand`` the inner width I = expand x d_model, ``dt_rank`` the rank R of the step-size
+    projection (null: ceil(d_model / 16), Mamba's "auto"). ``scan`` chooses how the
+    recurrence runs in training (:mod:`srt_jax.models.selective_scan`): ``sequential`` (the
+    recurrence position by position with a hand-written backward pass), ``chunked`` (a
+    sequential scan over chunks of ``chunk_size`` positions, an associative scan inside each),
+    ``parallel`` (one associative scan over the whole window) or ``auto`` (``sequential`` on
+    CPU, ``chunked`` on GPU/TPU). ``remat`` recomputes each chunk in the backward pass instead
+    of storing it (chunked scan; less memory at long L). All give the same numbers up to
+    float rounding.
+    ``init`` ``mamba4rec`` initialises as Mamba4Rec's code effectively does (every linear
+    kernel N(0, 0.02) and bias 0, the step-size bias included); ``mamba`` as ``mamba_ssm``
+    does (PyTorch's default linear init, step sizes log-uniform in [0.001, 0.1] through the
+    step-size bias).
+    """
+
+    d_state: int = 32
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None
+    scan: Literal["auto", "sequential", "chunked", "parallel"] = "auto"
+    chunk_size: int = 64
+    remat: bool = False
+    init: Literal["mamba4rec", "mamba"] = "mamba4rec"
+
+    def __post_init__(self) -> None:
+        check(self.d_state >= 1, "model.mamba.d_state", self.d_state, "an integer >= 1")
+        check(self.d_conv >= 1, "model.mamba.d_conv", self.d_conv, "an integer >= 1")
+        check(self.expand >= 1, "model.mamba.expand", self.expand, "an integer >= 1")
+        check(
+            self.dt_rank is None or self.dt_rank >= 1,
+            "model.mamba.dt_rank",
+            self.dt_rank,
+            "null (= ceil(d_model / 16)) or an integer >= 1",
+        )
+        check(self.chunk_size >= 1, "model.mamba.chunk_size", self.chunk_size, "an integer >= 1")
+
+    def inner_width(self, d_model: int) -> int:
+        """I = expand x d_model, the width of the scan's channels."""
+        return self.expand * d_model
+
+    def step_rank(self, d_model: int) -> int:
+        """R: ``dt_rank``, or ceil(d_model / 16) when null."""
+        return self.dt_rank or math.ceil(d_model / 16)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone and item encoder shape. ``d_ff`` null means ``4 * d_model``.
+
+    Shared keys: ``d_model``, ``n_layers``, ``d_ff`` (the position-wise feed-forward width of
+    every block), ``dropout``, the item encoder and ``dtype``. Transformer keys: ``n_heads``
+    (default 2), ``norm`` (``pre``), ``positions`` (``learned``). Mamba keys: the ``mamba``
+    section (:class:`MambaConfig`). See the module docstring for how backbone keys behave.
+    """
+
+    backbone: Backbone = "transformer"
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int | None = backbone_key("transformer", lambda: 2)
+    d_ff: int | None = None
+    dropout: float = 0.2
+    norm: Literal["pre", "post"] | None = backbone_key("transformer", lambda: "pre")
+    positions: Literal["learned", "rope"] | None = backbone_key("transformer", lambda: "learned")
+    tie_embeddings: bool = True
+    item_encoder: Literal["id", "hashed"] = "id"
+    hash_buckets: int = 4096
+    n_hashes: int = 2
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    mamba: MambaConfig | None = backbone_key("mamba", MambaConfig)
+
+    def __post_init__(self) -> None:
+        resolve_owned_keys(self, "model")
+        check(self.d_model >= 1, "model.d_model", self.d_model, "an integer >= 1")
+        check(self.n_layers >= 0, "model.n_layers", self.n_layers, "an integer >= 0")
+        check(
+            self.d_ff is None or self.d_ff >= 1, "model.d_ff", self.d_ff, "null or an integer >= 1"
+        )
+        check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a rate in [0, 1)")
+        check(self.hash_buckets >= 2, "model.hash_buckets", self.hash_buckets, "an integer >= 2")
+        check(self.n_hashes >= 1, "model.n_hashes", self.n_hashes, "an integer >= 1")
+        if self.backbone == "transformer":
+            check(
+                self.n_heads >= 1 and self.d_model % self.n_heads == 0,
+                "model.n_heads",
+                self.n_heads,
+                f"a divisor of d_model={self.d_model}",
+            )
+            check(
+                self.positions != "rope" or (self.d_model // self.n_heads) % 2 == 0,
+                "model.positions",
+                self.positions,
+                f"'learned' when d_model / n_heads = {self.d_model} / {self.n_heads} is odd "
+                "(rope needs an even head size)",
+            )
+
+    @property
+    def ffn_dim(self) -> int:
+        """Feed-forward width: ``d_ff``, or ``4 * d_model`` when null."""
+        return self.d_ff or 4 * self.d_model

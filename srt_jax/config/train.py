@@ -1,0 +1,206 @@
+"""The ``train`` section: loss, optimiser, schedule, budget and checkpoints
+(:class:`TrainConfig`), and the learning-rate-free optimisers' own sections. How optimiser
+keys behave: :mod:`srt_jax.config.keys`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from srt_jax.config.keys import check, new_key, optimizer_key, resolve_owned_keys
+
+OptimizerName = Literal["adamw", "prodigy", "dadapt_adamw", "schedule_free_adamw", "usgm"]
+
+
+@dataclass(frozen=True)
+class DAdaptConfig:
+    """D-Adaptation AdamW (``train.optimizer: dadapt_adamw``; Defazio & Mishchenko 2023).
+
+    Learning-rate-free: the step is d x ``scale`` x the token schedule's multiplier, where d,
+    an estimate of the distance to the solution, grows from ``d0`` (optax's ``estim_lr0``);
+    ``scale`` is optax's ``learning_rate`` (1.0 as the authors recommend).
+    """
+
+    SECTION: ClassVar[str] = "train.dadapt_adamw"
+    scale: float = 1.0
+    d0: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check(self.scale > 0, f"{self.SECTION}.scale", self.scale, "a positive number")
+        check(self.d0 > 0, f"{self.SECTION}.d0", self.d0, "a positive number")
+
+
+@dataclass(frozen=True)
+class ProdigyConfig(DAdaptConfig):
+    """Prodigy (``train.optimizer: prodigy``; Mishchenko & Defazio 2023): D-Adaptation AdamW
+    whose estimate d adapts faster. ``scale`` and ``d0`` as :class:`DAdaptConfig`;
+    ``d_coef`` multiplies each new estimate of d (optax's ``estim_lr_coef``);
+    ``safeguard_warmup`` leaves the schedule out of d's denominator (helps during warmup).
+    """
+
+    SECTION: ClassVar[str] = "train.prodigy"
+    d_coef: float = 1.0
+    safeguard_warmup: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.d_coef > 0, f"{self.SECTION}.d_coef", self.d_coef, "a positive number")
+
+
+@dataclass(frozen=True)
+class USGMConfig:
+    """The universal stochastic gradient method (``train.optimizer: usgm``;
+    :mod:`srt_jax.train.usgm`): gradient steps 1/L with L found by a line search on the
+    step's own batch.
+
+    ``epsilon`` is the accuracy ε (nats of the mean per-token training loss): each step
+    accepts an L whose quadratic model overestimates the batch loss at the new point up to
+    ε/2. ``lipschitz0`` is the initial estimate L_0 (the first step tries 1/L_0; L halves
+    after every step and doubles until the model holds, at most ``max_backtracks`` times
+    per step). ``weight_decay`` λ adds λ x parameter to the direction of the decayed
+    parameters (kernels; embeddings with ``train.decay_embeddings``), so a step of size 1/L
+    shrinks them by λ/L: 0 (default) is USGM as published. ``train.weight_decay`` (AdamW's
+    rate, multiplied by a learning rate near 1e-3) is not used: at USGM's steps (1/L is
+    typically 0.1 to 1 here) its 0.1 would shrink kernels by 1-10% a step.
+    """
+
+    epsilon: float = 0.01
+    lipschitz0: float = 1.0
+    max_backtracks: int = 20
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.epsilon >= 0, "train.usgm.epsilon", self.epsilon, "a number >= 0")
+        check(self.lipschitz0 > 0, "train.usgm.lipschitz0", self.lipschitz0, "a positive number")
+        check(
+            self.max_backtracks >= 1,
+            "train.usgm.max_backtracks",
+            self.max_backtracks,
+            "an integer >= 1",
+        )
+        check(self.weight_decay >= 0, "train.usgm.weight_decay", self.weight_decay, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loss, optimiser, schedule and budget.
+
+    The budget is ``tokens`` (trained target positions) or ``epochs`` (multiples of the
+    number of target positions in the training histories); exactly one must be set. The
+    learning-rate schedule runs over that token budget.
+
+    ``optimizer`` (:mod:`srt_jax.train.optim`; every one after global-norm clipping at
+    ``grad_clip``, with weight decay on kernels only, and embeddings when
+    ``decay_embeddings``):
+
+    - ``adamw`` (default): peak rate ``learning_rate``, ``b1``, ``b2``; the token schedule
+      (linear warmup over ``warmup_fraction``, cosine to ``min_lr_ratio``).
+    - ``prodigy``, ``dadapt_adamw``: learning-rate-free AdamW (optax.contrib); the step is
+      the adapted d x their section's ``scale`` (1.0) x the token schedule's multiplier;
+      ``learning_rate`` is not used. Sections ``prodigy`` / ``dadapt_adamw``
+      (:class:`ProdigyConfig`, :class:`DAdaptConfig`).
+    - ``schedule_free_adamw``: schedule-free AdamW (optax.contrib) at ``learning_rate``,
+      interpolation ``b1``, ``b2``; warmup only (the averaging replaces the decay, so
+      ``min_lr_ratio`` is not used); evaluation and checkpoints' test figures use its
+      averaged (eval) parameters.
+    - ``usgm``: the universal stochastic gradient method; step 1/L from a line search on the
+      step's own batch, no token schedule (``learning_rate``, ``warmup_fraction``,
+      ``min_lr_ratio``, ``b1``, ``b2``, ``weight_decay`` are not used; its section has its
+      own ``weight_decay``, default 0). Section ``usgm`` (:class:`USGMConfig`).
+
+    An optimiser's section is null under any other optimiser (setting it is an error).
+    ``optimizer`` is a :func:`new_key`: ``adamw`` configs keep the run ids they had before
+    it existed.
+    """
+
+    loss: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "full_softmax"
+    num_negatives: int = 100
+    negatives: Literal["uniform", "popularity"] = "uniform"
+    gbce_t: float = 0.75
+    batch_size: int = 256
+    tokens: int | None = None
+    epochs: float | None = 20.0
+    learning_rate: float = 1e-3
+    warmup_fraction: float = 0.02
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    decay_embeddings: bool = False
+    grad_clip: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.98
+    optimizer: OptimizerName = new_key("adamw")
+    prodigy: ProdigyConfig | None = optimizer_key("prodigy", ProdigyConfig)
+    dadapt_adamw: DAdaptConfig | None = optimizer_key("dadapt_adamw", DAdaptConfig)
+    usgm: USGMConfig | None = optimizer_key("usgm", USGMConfig)
+    seed: int = 0
+    data_parallel: int | None = None
+    log_every: int = 50
+    eval_every_tokens: int | None = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        resolve_owned_keys(self, "train")
+        check(
+            (self.tokens is None) != (self.epochs is None),
+            "train.tokens/train.epochs",
+            (self.tokens, self.epochs),
+            "exactly one of them set (the other null)",
+        )
+        check(
+            self.tokens is None or self.tokens >= 1, "train.tokens", self.tokens, "an integer >= 1"
+        )
+        check(
+            self.epochs is None or self.epochs > 0, "train.epochs", self.epochs, "a positive number"
+        )
+        check(self.num_negatives >= 1, "train.num_negatives", self.num_negatives, "an integer >= 1")
+        check(
+            not (self.loss == "gbce" and self.negatives == "popularity"),
+            "train.negatives",
+            self.negatives,
+            "'uniform' with train.loss = 'gbce' (its calibration assumes uniform negatives)",
+        )
+        check(0.0 < self.gbce_t <= 1.0, "train.gbce_t", self.gbce_t, "a number in (0, 1]")
+        check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        check(
+            self.learning_rate > 0, "train.learning_rate", self.learning_rate, "a positive number"
+        )
+        check(
+            0.0 <= self.warmup_fraction < 1.0,
+            "train.warmup_fraction",
+            self.warmup_fraction,
+            "a fraction in [0, 1)",
+        )
+        check(
+            0.0 <= self.min_lr_ratio <= 1.0,
+            "train.min_lr_ratio",
+            self.min_lr_ratio,
+            "a fraction in [0, 1]",
+        )
+        check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a positive number")
+        check(
+            self.optimizer != "schedule_free_adamw" or 0 < self.b1 < 1,
+            "train.b1",
+            self.b1,
+            "a number in (0, 1) with train.optimizer = 'schedule_free_adamw' (its interpolation)",
+        )
+        check(
+            self.data_parallel is None or self.data_parallel >= 1,
+            "train.data_parallel",
+            self.data_parallel,
+            "null (all devices) or an integer >= 1",
+        )
+        check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        check(
+            self.checkpoint_every >= 1,
+            "train.checkpoint_every",
+            self.checkpoint_every,
+            "an integer >= 1",
+        )
+        check(
+            self.keep_checkpoints >= 1,
+            "train.keep_checkpoints",
+            self.keep_checkpoints,
+            "an integer >= 1",
+        )
