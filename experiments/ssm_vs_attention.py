@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from typing import Any
 import jax
 import matplotlib
 import numpy as np
+from common import machine, mean_std
 from flax import nnx
 
 from srt_jax.config import RunConfig, load_config, replace
@@ -68,12 +68,6 @@ QUICK_DATA = [
     "train.tokens=1500",
     "train.eval_every_tokens=750",
 ]
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std}
 
 
 # --------------------------------------------------------------------------- 1. quality
@@ -373,11 +367,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "claim": "Mamba4Rec matches SASRec's quality at linear training cost and O(1) serving",
         "quick": args.quick,
-        "machine": {
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-            "host": platform.node(),
-        },
+        "machine": machine(),
     }
     results_path = args.out / "results.json"
     if results_path.is_file():  # keep the parts not rerun this time

@@ -26,10 +26,10 @@ CONFIG = {
     "train": {
         "batch_size": 16,
         "epochs": None,
-        "tokens": 40_000,
-        "eval_every_tokens": 8_000,
+        "tokens": 15_000,
+        "eval_every_tokens": 5_000,
         "log_every": 3,
-        "checkpoint_every": 25,
+        "checkpoint_every": 10,
         "keep_checkpoints": 1,
     },
 }
@@ -100,7 +100,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, backbone, optimiz
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
-    while not (resumed_dir / "checkpoints" / "50").exists():  # the second checkpoint
+    while not (resumed_dir / "checkpoints" / "20").exists():  # the second checkpoint
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,3 +40,18 @@ def test_ssm_vs_attention_quick(tmp_path):
     assert (out / "ssm_vs_attention.png").stat().st_size > 0
     table = (out / "table.md").read_text()
     assert "NDCG@10" in table and "Mamba speed-up" in table
+
+
+@pytest.mark.slow
+def test_orpo_finetuning_quick(tmp_path):
+    out = tmp_path / "orpo"
+    results = run_quick("orpo_finetuning.py", out)
+    assert results["quick"] is True
+    assert set(results["runs"]) == {"base", "ce", "orpo_disliked", "orpo_hard", "orpo_uniform"}
+    for stage in ("orpo_disliked", "orpo_hard", "orpo_uniform"):
+        (run,) = results["runs"][stage]
+        assert np.isfinite(run["log_odds_ratio"]) and 0 <= run["ndcg@10"] <= 1
+        assert set(results["paired_vs_ce"][stage]) == {"ndcg@10", "hr@10", "loss"}
+    assert results["protocol"]["objective"] == "orpo"
+    assert (out / "orpo_finetuning.png").stat().st_size > 0
+    assert "NDCG@10 - ce (paired)" in (out / "table.md").read_text()

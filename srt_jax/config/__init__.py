@@ -23,7 +23,9 @@ from srt_jax.config.model import Backbone, MambaConfig, ModelConfig
 from srt_jax.config.schema import DataConfig, EvalConfig, RunConfig, SamplerMode, SynthConfig
 from srt_jax.config.train import (
     DAdaptConfig,
+    Objective,
     OptimizerName,
+    ORPOConfig,
     ProdigyConfig,
     TrainConfig,
     USGMConfig,
@@ -36,6 +38,8 @@ __all__ = [
     "EvalConfig",
     "MambaConfig",
     "ModelConfig",
+    "ORPOConfig",
+    "Objective",
     "OptimizerName",
     "ProdigyConfig",
     "RunConfig",

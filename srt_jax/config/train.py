@@ -7,9 +7,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from srt_jax.config.keys import check, new_key, optimizer_key, resolve_owned_keys
+from srt_jax.config.keys import check, new_key, optimizer_key, owned_key, resolve_owned_keys
 
 OptimizerName = Literal["adamw", "prodigy", "dadapt_adamw", "schedule_free_adamw", "usgm"]
+Objective = Literal["next_item", "orpo"]
+RejectedRule = Literal["uniform", "popularity", "hard", "disliked"]
+
+
+@dataclass(frozen=True)
+class ORPOConfig:
+    """Odds-ratio preference optimisation (``train.objective: orpo``; Hong et al. 2024) for
+    next-item models (:mod:`srt_jax.train.orpo`).
+
+    Each counted position adds ``weight`` (λ) x -log σ(log odds(chosen) - log odds(rejected))
+    to its next-item loss, with odds(y) = p(y) / (1 - p(y)) and p the model's softmax over
+    the whole catalog; chosen is the true next item, rejected an item picked by
+    ``rejected``:
+
+    - ``uniform``: an item drawn uniformly (never the target);
+    - ``popularity``: drawn in proportion to training-set counts + 1 (never the target);
+    - ``hard``: the highest-scored item other than the target;
+    - ``disliked``: an item the same user rated ``<= disliked_max_rating`` within the
+      window (one per window, drawn uniformly among its targets with such ratings); only
+      positions whose own target is rated above it form pairs. Needs a store with ratings.
+    """
+
+    weight: float = 0.1
+    rejected: RejectedRule = "uniform"
+    disliked_max_rating: float = 2.0
+
+    def __post_init__(self) -> None:
+        check(self.weight >= 0, "train.orpo.weight", self.weight, "a number >= 0 (λ)")
 
 
 @dataclass(frozen=True)
@@ -109,8 +137,16 @@ class TrainConfig:
       own ``weight_decay``, default 0). Section ``usgm`` (:class:`USGMConfig`).
 
     An optimiser's section is null under any other optimiser (setting it is an error).
-    ``optimizer`` is a :func:`new_key`: ``adamw`` configs keep the run ids they had before
-    it existed.
+
+    ``objective``: ``next_item`` (default: the ``loss`` alone) or ``orpo`` (``loss`` plus the
+    odds-ratio term of the ``orpo`` section, :class:`ORPOConfig`; the section is null under
+    ``next_item``). ``init_from``: the directory of a finished (or checkpointed) run whose
+    best-validation parameters start this run instead of a fresh initialisation — the same
+    backbone and shape; item rows aligned by original item id, new items freshly
+    initialised (:mod:`srt_jax.train.init_from`); the optimiser starts fresh.
+
+    ``optimizer``, ``objective`` and ``init_from`` are :func:`new_key` s: configs keep the
+    run ids they had before these keys existed.
     """
 
     loss: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "full_softmax"
@@ -132,6 +168,9 @@ class TrainConfig:
     prodigy: ProdigyConfig | None = optimizer_key("prodigy", ProdigyConfig)
     dadapt_adamw: DAdaptConfig | None = optimizer_key("dadapt_adamw", DAdaptConfig)
     usgm: USGMConfig | None = optimizer_key("usgm", USGMConfig)
+    objective: Objective = new_key("next_item")
+    orpo: ORPOConfig | None = owned_key("objective", "orpo", ORPOConfig)
+    init_from: str | None = new_key(None)
     seed: int = 0
     data_parallel: int | None = None
     log_every: int = 50
@@ -178,6 +217,12 @@ class TrainConfig:
             "a fraction in [0, 1]",
         )
         check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        check(
+            self.init_from is None or bool(str(self.init_from).strip()),
+            "train.init_from",
+            self.init_from,
+            "null or the directory of a trained run",
+        )
         check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a positive number")
         check(
             self.optimizer != "schedule_free_adamw" or 0 < self.b1 < 1,

@@ -68,6 +68,8 @@ class WindowSampler:
       user_weighting: ``uniform`` or ``length`` (random modes).
       token_budget: stop after exactly this many targets (None: iterate forever).
       prefetch: batches prepared ahead by a background thread (0: none).
+      ratings: float32 [n_interactions] store ratings to carry in batches (the targets'
+        ratings, :attr:`Batch.ratings`), or None.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class WindowSampler:
         user_weighting: Literal["uniform", "length"] = "uniform",
         token_budget: int | None = None,
         prefetch: int = 2,
+        ratings: np.ndarray | None = None,
     ) -> None:
         # each key is checked where the run config checks it; only what involves the sampler
         # itself (combinations of options, the segments) is checked here
@@ -107,7 +110,7 @@ class WindowSampler:
         budget = {} if token_budget is None else {"tokens": token_budget, "epochs": None}
         from_dict(TrainConfig, {"batch_size": batch_size, **budget}, where="train")
         keep = segments.lengths >= 2
-        self.items = items
+        self.items, self.ratings = items, ratings
         self.start = np.asarray(segments.start[keep], np.int64)
         self.end = np.asarray(segments.end[keep], np.int64)
         self.user = np.asarray(segments.user[keep], np.int64)
@@ -150,9 +153,10 @@ class WindowSampler:
         batch_size: int,
         seed: int,
         token_budget: int | None = None,
+        ratings: np.ndarray | None = None,
     ) -> WindowSampler:
         """A sampler set by the ``data`` section (sampler, stride, mixed_*, recency_half_life,
-        user_weighting, prefetch, max_len) of a run config."""
+        user_weighting, prefetch, max_len) of a run config; ``ratings`` as the class."""
         return cls(
             items,
             segments,
@@ -167,6 +171,7 @@ class WindowSampler:
             user_weighting=data_cfg.user_weighting,
             token_budget=token_budget,
             prefetch=data_cfg.prefetch,
+            ratings=ratings,
         )
 
     def _check_combination(self) -> None:
@@ -235,6 +240,7 @@ class WindowSampler:
             self.max_len,
             counted,
             view=self._view,
+            ratings=self.ratings,
         )
 
     def batch_tokens(self, step: int) -> int:

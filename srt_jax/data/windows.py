@@ -37,6 +37,8 @@ class Batch:
       positions: int32 [B, L] index of each input item within its segment (its position in
         the user's history when the segment starts there, as all splits' do); -1 on padding.
       user: int64 [B] user of each row; -1 for an empty row.
+      ratings: float32 [B, L] the targets' ratings (0 where no target counts), when the
+        sampler was given the store's ratings; else None.
     """
 
     inputs: np.ndarray
@@ -44,6 +46,7 @@ class Batch:
     mask: np.ndarray
     positions: np.ndarray
     user: np.ndarray
+    ratings: np.ndarray | None = None
 
     @functools.cached_property
     def n_targets(self) -> int:
@@ -54,7 +57,10 @@ class Batch:
     def truncated(self, n: int) -> Batch:
         """This batch keeping only its first ``n`` counted targets (row-major order)."""
         keep = self.mask & (np.cumsum(self.mask.ravel()).reshape(self.mask.shape) <= n)
-        return Batch(self.inputs, np.where(keep, self.targets, 0), keep, self.positions, self.user)
+        ratings = None if self.ratings is None else np.where(keep, self.ratings, 0.0)
+        return Batch(
+            self.inputs, np.where(keep, self.targets, 0), keep, self.positions, self.user, ratings
+        )
 
 
 def window_view(items: np.ndarray, max_len: int) -> np.ndarray | None:
@@ -74,6 +80,7 @@ def gather_windows(
     counted: np.ndarray | None = None,
     *,
     view: np.ndarray | None = None,
+    ratings: np.ndarray | None = None,
 ) -> Batch:
     """Batch of the windows ``items[max(lower, end - L - 1):end]``, left-padded.
 
@@ -85,6 +92,8 @@ def gather_windows(
       max_len: L.
       counted: int64 [B] or None: count only each window's last ``counted`` targets.
       view: ``window_view(items, max_len)`` when the caller keeps one (saves building it).
+      ratings: float32 [n_interactions] (a store's ratings) to carry the targets' ratings
+        in the batch, or None.
     """
     first = ends - max_len - 1
     pad = max_len + 1 - np.clip(ends - lower, 0, max_len + 1)  # [B] left padding slots
@@ -103,12 +112,17 @@ def gather_windows(
         mask &= slot[:-1] >= max_len - counted[:, None]
     positions = (first - lower).astype(np.int32)[:, None] + slot[:-1]
     np.maximum(positions, -1, out=positions)
+    target_ratings = None
+    if ratings is not None:  # target slot j of a window is store position end - L + j
+        at = np.maximum(ends[:, None] - max_len + slot[:-1], 0)
+        target_ratings = np.where(mask, np.asarray(ratings[at], np.float32), np.float32(0))
     return Batch(
         inputs=window[:, :-1],
         targets=window[:, 1:] * mask,
         mask=mask,
         positions=positions,
         user=user,
+        ratings=target_ratings,
     )
 
 

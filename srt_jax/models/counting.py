@@ -66,7 +66,7 @@ class FlopsBreakdown:
       embedding: sums of hashed buckets — the inputs', and the output table's built once per
         step and spread over the step's ``batch_size x max_len`` positions (0 for ID tables).
       output: scoring the candidates of the loss used: n_items rows (full softmax), K + 1
-        (sampled softmax, gBCE) or 2 (BCE).
+        (sampled softmax, gBCE) or 2 (BCE); plus n_items for ORPO's odds.
     """
 
     backbone: float
@@ -92,13 +92,15 @@ class FlopsBreakdown:
 
 
 def output_candidates(train_cfg: TrainConfig, n_items: int) -> int:
-    """Number of items the loss scores per position."""
-    return {
+    """Number of items the objective scores per position: the loss's candidates, plus the
+    whole catalog again for ORPO's odds (``train.objective: orpo``), which scores it apart."""
+    loss = {
         "full_softmax": n_items,
         "sampled_softmax": train_cfg.num_negatives + 1,
         "gbce": train_cfg.num_negatives + 1,
         "bce": 2,
     }[train_cfg.loss]
+    return loss + (n_items if train_cfg.objective == "orpo" else 0)
 
 
 def flops_per_token(

@@ -1,7 +1,8 @@
 """Building a run: everything a run makes from its config before the first step.
 
 :func:`build_run` opens the data (:mod:`srt_jax.data.sources`), splits it, sizes the token
-budget, builds the window sampler, the model (the backbone the config names), the jitted
+budget, builds the window sampler, the model (the backbone the config names; initialised
+from another run with ``train.init_from``, :mod:`srt_jax.train.init_from`), the jitted
 step over a device mesh and the evaluator, and counts the analytic FLOPs. The training loop
 (:mod:`srt_jax.train.loop`), ``srt-jax eval`` (:mod:`srt_jax.train.run_eval`) and sweep
 planning (:mod:`srt_jax.train.timing`) all start here.
@@ -23,6 +24,7 @@ from srt_jax.errors import ConfigError
 from srt_jax.models.counting import FlopsBreakdown, flops_per_token
 from srt_jax.models.factory import build_model
 from srt_jax.train.evaluate import Evaluator
+from srt_jax.train.init_from import InitRecord, init_from_run
 from srt_jax.train.losses import log_q_from_counts
 from srt_jax.train.step import TrainStep, check_divisible, data_mesh
 
@@ -45,6 +47,7 @@ class RunParts:
     evaluator: Evaluator
     token_budget: int
     flops: FlopsBreakdown
+    init: InitRecord | None = None
 
     @property
     def flops_per_token(self) -> float:
@@ -92,15 +95,38 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
     budget = token_budget(config, split)
     mesh = data_mesh(train_cfg.data_parallel)
     check_divisible(train_cfg.batch_size, mesh, "train.batch_size")
+    orpo = train_cfg.orpo
+    ratings = None
+    if orpo is not None and orpo.rejected == "disliked":
+        if store.ratings is None:
+            raise ConfigError(
+                f"train.orpo.rejected = 'disliked' needs ratings, but the store of "
+                f"data.dataset = {data.dataset!r} has none; choose uniform, popularity or hard",
+                key="train.orpo.rejected",
+            )
+        ratings = store.ratings
     sampler = WindowSampler.from_config(
-        store.items, split.train, data, train_cfg.batch_size, train_cfg.seed, token_budget=budget
+        store.items,
+        split.train,
+        data,
+        train_cfg.batch_size,
+        train_cfg.seed,
+        token_budget=budget,
+        ratings=ratings,
     )
     model = build_model(config.model, store.n_items, data.max_len, nnx.Rngs(train_cfg.seed))
-    item_log_q = None
-    if train_cfg.negatives == "popularity" and train_cfg.loss != "full_softmax":
+    init = None if train_cfg.init_from is None else init_from_run(model, config, store, mesh)
+    log_q = {}
+    popular_negatives = train_cfg.negatives == "popularity" and train_cfg.loss != "full_softmax"
+    popular_rejected = orpo is not None and orpo.rejected == "popularity"
+    if popular_negatives or popular_rejected:
         counts = train_item_counts(store.items, split.train, store.n_items)
         item_log_q = np.asarray(log_q_from_counts(counts))
-    step = TrainStep(model, train_cfg, total_tokens=budget, mesh=mesh, item_log_q=item_log_q)
+        log_q = {
+            "item_log_q": item_log_q if popular_negatives else None,
+            "rejected_log_q": item_log_q if popular_rejected else None,
+        }
+    step = TrainStep(model, train_cfg, total_tokens=budget, mesh=mesh, **log_q)
     evaluator = Evaluator(
         model,
         store.items,
@@ -111,4 +137,4 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
         mesh=mesh,
     )
     flops = flops_per_token(config.model, store.n_items, data.max_len, train_cfg)
-    return RunParts(config, store, split, sampler, model, step, evaluator, budget, flops)
+    return RunParts(config, store, split, sampler, model, step, evaluator, budget, flops, init)

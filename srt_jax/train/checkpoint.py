@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import orbax.checkpoint as ocp
+from flax import nnx
 from orbax.checkpoint import checkpoint_managers as policies
 
 from srt_jax.errors import TrainingError
+from srt_jax.train.loop_state import LoopState
+
+if TYPE_CHECKING:
+    from srt_jax.train.step import TrainStep
 
 BEST_METRIC = "ndcg@10"
 """The validation metric (unfiltered) that picks the best checkpoint; higher is better."""
@@ -145,6 +150,29 @@ class Checkpoints:
     def close(self) -> None:
         """Finish pending work and release the manager."""
         self.manager.close()
+
+
+def best_step(checkpoints: Checkpoints, purpose: str) -> tuple[int, str]:
+    """The step of the best-validation checkpoint (the latest one when no evaluation has run
+    yet) and which one it is, in words.
+
+    Raises:
+      TrainingError: there is no checkpoint (``no checkpoint to <purpose>``).
+    """
+    latest = checkpoints.latest_step()
+    if latest is None:
+        raise TrainingError(f"{checkpoints.manager.directory}: no checkpoint to {purpose}")
+    best = LoopState.from_json(checkpoints.restore_loop(latest)).best
+    if best is None:
+        return latest, f"latest (step {latest}; no validation yet)"
+    return best["step"], f"best validation {BEST_METRIC} (step {best['step']})"
+
+
+def checkpoint_params(train_step: TrainStep, checkpoints: Checkpoints, step: int) -> nnx.State:
+    """The parameters to evaluate of the checkpoint saved at ``step``, on the step's mesh
+    (:meth:`~srt_jax.train.step.TrainStep.eval_params`: schedule-free's averaged ones)."""
+    state, _ = checkpoints.restore(step, train_step.abstract_state())
+    return train_step.eval_params(state)
 
 
 def state_difference(saved: Any, target: Any, shown: int = 3) -> str | None:

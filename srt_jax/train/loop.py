@@ -54,10 +54,9 @@ from srt_jax.errors import TrainingError
 from srt_jax.models.counting import count_params, six_n_d
 from srt_jax.progress import progress_bar
 from srt_jax.train.build import build_run
-from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints
+from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints, checkpoint_params
 from srt_jax.train.loop_state import LoopState
 from srt_jax.train.run_dir import RunDirectory
-from srt_jax.train.run_eval import checkpoint_params
 
 
 def peak_rss_mb() -> float:
@@ -237,7 +236,7 @@ class _Training:
                 "loss": loss,
                 "lr": float(values[-1]["lr"]),
                 "grad_norm": float(values[-1]["grad_norm"]),
-                **{k: values[-1][k].item() for k in self.parts.step.optimizer.metric_keys},
+                **{k: values[-1][k].item() for k in self.parts.step.metric_keys},
                 "wall_s": self.wall_s(),
             }
         )
@@ -280,7 +279,7 @@ class _Training:
         """Test figures at the best-validation checkpoint; the final summary."""
         best = ls.best
         best_step = best["step"]
-        params = checkpoint_params(self.parts, self.checkpoints, best_step)
+        params = checkpoint_params(self.parts.step, self.checkpoints, best_step)
         test = self.parts.evaluator.metrics(params, "test")
         ls.wall_s = self.wall_s()
         summary = self.base_summary("done", ls)
@@ -291,8 +290,12 @@ class _Training:
             "valid": best["metrics"],
         }
         summary["final"] = ls.last_eval
+        init = self.parts.init
+        summary["init_from"] = None if init is None else init.as_json()
         summary["protocol"] = {
             **self.parts.evaluator.protocol(),
+            "objective": self.config.train.objective,
+            **({} if init is None else {"init_from": f"{init.run_dir} ({init.checkpoint})"}),
             "checkpoint": f"best validation {BEST_METRIC} (step {best_step}); test and "
             "held-out loss figures in 'eval' are from it",
             "selection_metric": f"valid {BEST_METRIC}",

@@ -51,7 +51,7 @@ def log_q_from_counts(counts_V: jax.Array) -> jax.Array:
     Args:
       counts_V: occurrences of every item index (length n_items + 1; entry 0 is ignored).
     """
-    weights_V = (counts_V.astype(jnp.float32) + 1.0).at[0].set(0.0)
+    weights_V = (jnp.asarray(counts_V, jnp.float32) + 1.0).at[0].set(0.0)
     return jnp.log(weights_V) - jnp.log(weights_V.sum())
 
 
@@ -89,6 +89,29 @@ def target_scores(h_NxD: jax.Array, table_VxD: jax.Array, items_N: jax.Array) ->
     return jnp.einsum("nd,nd->n", h_NxD, rows_NxD, preferred_element_type=jnp.float32)
 
 
+def chunk_length(B: int, L: int, n_items: int, max_chunk_logits: int = MAX_CHUNK_LOGITS) -> int:
+    """The largest divisor ``l`` of L with ``B x l x n_items <= max_chunk_logits`` (at least
+    1): positions per chunk when scoring the whole catalog chunk by chunk."""
+    fits = [l for l in range(1, L + 1) if L % l == 0 and B * l * n_items <= max_chunk_logits]
+    return max(fits, default=1)
+
+
+def to_chunks(x_BxL: jax.Array, chunk_len: int) -> jax.Array:
+    """``[B, L, ...]`` -> ``[Q, T, ...]``: Q = L / chunk_len chunks of T = B x chunk_len
+    positions (all rows, ``chunk_len`` consecutive positions each)."""
+    B, L = x_BxL.shape[:2]
+    n_chunks = L // chunk_len
+    x = x_BxL.reshape(B, n_chunks, chunk_len, *x_BxL.shape[2:]).swapaxes(0, 1)
+    return x.reshape(n_chunks, B * chunk_len, *x_BxL.shape[2:])
+
+
+def from_chunks(x_QxT: jax.Array, B: int) -> jax.Array:
+    """The inverse of :func:`to_chunks` for a batch of ``B`` rows."""
+    n_chunks, T = x_QxT.shape[:2]
+    x = x_QxT.reshape(n_chunks, B, T // B, *x_QxT.shape[2:]).swapaxes(0, 1)
+    return x.reshape(B, n_chunks * (T // B), *x_QxT.shape[2:])
+
+
 def full_softmax_loss(
     hidden_BxLxD: jax.Array,
     item_table_VxD: jax.Array,
@@ -108,11 +131,7 @@ def full_softmax_loss(
     cache. The batch axis is never split, so a data-parallel sharding of B is kept.
     """
     B, L, _ = hidden_BxLxD.shape
-    n_items = item_table_VxD.shape[0] - 1
-    chunk_len = max(
-        [l for l in range(1, L + 1) if L % l == 0 and B * l * n_items <= max_chunk_logits],
-        default=1,
-    )
+    chunk_len = chunk_length(B, L, item_table_VxD.shape[0] - 1, max_chunk_logits)
     labels_BxL = jnp.where(mask_BxL, targets_BxL - 1, 0)
     loss_sum = _cross_entropy_sum(
         chunk_len, hidden_BxLxD, item_table_VxD[1:], labels_BxL, mask_BxL.astype(jnp.float32)
@@ -135,16 +154,11 @@ def _cross_entropy_chunks(
     With ``with_grads`` also returns the per-position losses and the gradients of the sum
     with respect to ``h`` and ``items``.
     """
-    B, L, _ = h_BxLxD.shape
-    n_chunks = L // chunk_len
+    B = h_BxLxD.shape[0]
+    by_chunk = functools.partial(to_chunks, chunk_len=chunk_len)
 
-    def by_chunk(x_BxL: jax.Array) -> jax.Array:  # [B, L, ...] -> [Q, T, ...]
-        x = x_BxL.reshape(B, n_chunks, chunk_len, *x_BxL.shape[2:]).swapaxes(0, 1)
-        return x.reshape(n_chunks, B * chunk_len, *x_BxL.shape[2:])
-
-    def unchunk(x_QxT: jax.Array) -> jax.Array:  # inverse of by_chunk
-        x = x_QxT.reshape(n_chunks, B, chunk_len, *x_QxT.shape[2:]).swapaxes(0, 1)
-        return x.reshape(B, L, *x_QxT.shape[2:])
+    def unchunk(x_QxT: jax.Array) -> jax.Array:
+        return from_chunks(x_QxT, B)
 
     def chunk(carry: tuple[jax.Array, ...], xs: tuple[jax.Array, ...]):
         h_TxD, labels_T, weights_T = xs

@@ -12,17 +12,9 @@ from flax import nnx
 from srt_jax.config import config_hash
 from srt_jax.errors import TrainingError
 from srt_jax.train.build import RunParts, build_run
-from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints
+from srt_jax.train.checkpoint import Checkpoints, best_step, checkpoint_params
 from srt_jax.train.evaluate import SplitName
-from srt_jax.train.loop_state import LoopState
 from srt_jax.train.run_dir import RunDirectory
-
-
-def checkpoint_params(parts: RunParts, checkpoints: Checkpoints, step: int) -> nnx.State:
-    """The parameters to evaluate of the checkpoint saved at ``step``, on the run's mesh
-    (:meth:`~srt_jax.train.step.TrainStep.eval_params`: schedule-free's averaged ones)."""
-    state, _ = checkpoints.restore(step, parts.step.abstract_state())
-    return parts.step.eval_params(state)
 
 
 @dataclass
@@ -61,19 +53,10 @@ def restore_best(
     parts = build_run(config, progress=progress)
     checkpoints = Checkpoints(run.checkpoint_dir, config.train.keep_checkpoints)
     try:
-        latest = checkpoints.latest_step()
-        if latest is None:
-            raise TrainingError(f"{run.checkpoint_dir}: no checkpoint to {purpose}")
-        best = LoopState.from_json(checkpoints.restore_loop(latest)).best
-        step = latest if best is None else best["step"]
-        params = checkpoint_params(parts, checkpoints, step)
+        step, which_checkpoint = best_step(checkpoints, purpose)
+        params = checkpoint_params(parts.step, checkpoints, step)
     finally:
         checkpoints.close()
-    which_checkpoint = (
-        f"latest (step {step}; no validation yet)"
-        if best is None
-        else f"best validation {BEST_METRIC} (step {step})"
-    )
     return RestoredRun(config_hash(config), parts, step, params, which_checkpoint)
 
 

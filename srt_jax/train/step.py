@@ -35,9 +35,13 @@ from srt_jax.data.sampler import Batch
 from srt_jax.errors import ConfigError
 from srt_jax.train.losses import compute_loss
 from srt_jax.train.optim import make_optimizer
+from srt_jax.train.orpo import orpo_term, rejected_items
 
 DATA_AXIS = "data"
 BATCH_FIELDS = ("inputs", "targets", "mask")
+ORPO_METRICS = ("orpo", "log_odds_ratio")
+"""Per-step figures of ``train.objective = orpo``: the mean odds-ratio term and log odds
+ratio over the step's pairs."""
 
 TrainState = dict[str, Any]
 """``{"params": nnx.State, "opt_state": optax state}`` — what a step updates and a
@@ -85,14 +89,19 @@ class TrainStep:
       total_tokens: the run's token budget (the schedule's length).
       mesh: the device mesh (see :func:`data_mesh`).
       item_log_q: ``[n_items + 1]`` log probabilities of popularity negatives, or None.
+      rejected_log_q: the same for ORPO's ``popularity`` rejected items, or None.
 
     Call ``step(state, batch, step_index, tokens_seen)`` with the device batch of
     :meth:`put_batch`; it returns ``(new_state, metrics)`` where metrics are device scalars:
-    ``loss_sum`` and ``count`` (sum of per-position losses and counted positions),
-    ``grad_norm`` (before clipping), ``lr`` (used by this step), ``loss_finite`` and
-    ``grad_finite`` (bools), and the optimiser's own figures
-    (:meth:`~srt_jax.train.optim.Optimizer.diagnostics`, named in ``optimizer.metric_keys``).
-    :meth:`eval_params` gives the parameters to evaluate of a train state.
+    ``loss_sum`` and ``count`` (sum of per-position next-item losses and counted
+    positions), ``grad_norm`` (before clipping), ``lr`` (used by this step), ``loss_finite``
+    and ``grad_finite`` (bools), and the figures named in :attr:`metric_keys`: the
+    optimiser's own (:meth:`~srt_jax.train.optim.Optimizer.diagnostics`) and, with
+    ``train.objective = orpo``, :data:`ORPO_METRICS`. The gradient is that of the mean
+    next-item loss plus ``train.orpo.weight`` x the mean odds-ratio term over the pairs
+    (:mod:`srt_jax.train.orpo`; its draw uses its own key, so the next-item loss sees the
+    same negatives under either objective). :meth:`eval_params` gives the parameters to
+    evaluate of a train state.
     """
 
     def __init__(
@@ -103,6 +112,7 @@ class TrainStep:
         total_tokens: int,
         mesh: Mesh,
         item_log_q: np.ndarray | None = None,
+        rejected_log_q: np.ndarray | None = None,
     ) -> None:
         model.train()
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -111,9 +121,15 @@ class TrainStep:
         self.tx = self.optimizer.tx
         self._initial_params = params
         self.total_tokens = total_tokens
+        orpo = train_cfg.orpo
+        self.batch_fields = BATCH_FIELDS
+        if orpo is not None and orpo.rejected == "disliked":
+            self.batch_fields = (*BATCH_FIELDS, "ratings")
+        self.metric_keys = self.optimizer.metric_keys + (ORPO_METRICS if orpo else ())
         constants = {
             "rest": rest,
             "item_log_q": item_log_q,
+            "rejected_log_q": rejected_log_q,
             "key": jax.random.key(train_cfg.seed),
             "peak_lr": np.float32(self.optimizer.peak or 0.0),
         }
@@ -131,23 +147,46 @@ class TrainStep:
                 jax.random.fold_in(constants["key"], step_index)
             )
 
-            def loss_fn(params: nnx.State) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+            def loss_fn(params: nnx.State) -> tuple[jax.Array, dict[str, jax.Array]]:
                 net = nnx.merge(self.graphdef, params, constants["rest"])
                 hidden_BxLxD = net(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
+                table_VxD = net.item_table()
                 loss_sum, count = compute_loss(
                     hidden_BxLxD,
-                    net.item_table(),
+                    table_VxD,
                     batch["targets"],
                     batch["mask"],
                     train_cfg=train_cfg,
                     key=loss_key,
                     item_log_q=constants["item_log_q"],
                 )
-                return loss_sum / jnp.maximum(count, 1.0), (loss_sum, count)
+                loss = loss_sum / jnp.maximum(count, 1.0)
+                figures = {"loss_sum": loss_sum, "count": count}
+                if orpo is None:
+                    return loss, figures
+                rejected_BxL, pairs_BxL = rejected_items(
+                    orpo,
+                    jax.random.fold_in(loss_key, 1),
+                    batch["targets"],
+                    batch["mask"],
+                    table_VxD.shape[0] - 1,
+                    ratings_BxL=batch.get("ratings"),
+                    log_q_V=constants["rejected_log_q"],
+                )
+                term = orpo_term(
+                    hidden_BxLxD,
+                    table_VxD,
+                    batch["targets"],
+                    rejected_BxL,
+                    pairs_BxL,
+                    hard=orpo.rejected == "hard",
+                )
+                pairs = jnp.maximum(term.pairs, 1.0)
+                figures["orpo"] = term.loss_sum / pairs
+                figures["log_odds_ratio"] = term.ratio_sum / pairs
+                return loss + orpo.weight * figures["orpo"], figures
 
-            (loss, (loss_sum, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state["params"]
-            )
+            (loss, figures), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
             lr = optimizer.learning_rate(constants["peak_lr"], progress)
             opt_state = optimizer.set_learning_rate(state["opt_state"], lr)
             line_search = {}
@@ -156,10 +195,9 @@ class TrainStep:
             updates, opt_state = self.tx.update(grads, opt_state, state["params"], **line_search)
             grad_norm = optax.tree.norm(grads)
             metrics = {
-                "loss_sum": loss_sum,
-                "count": count,
+                **figures,
                 "grad_norm": grad_norm,
-                "loss_finite": jnp.isfinite(loss_sum),
+                "loss_finite": jnp.isfinite(loss),
                 "grad_finite": jnp.isfinite(grad_norm),
                 **({} if lr is None else {"lr": jnp.asarray(lr, jnp.float32)}),
                 **optimizer.diagnostics(opt_state),
@@ -200,8 +238,11 @@ class TrainStep:
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
 
     def put_batch(self, batch: Batch) -> dict[str, jax.Array]:
-        """The batch's inputs, targets and mask on the mesh, sharded along the batch axis."""
-        arrays = {name: getattr(batch, name) for name in BATCH_FIELDS}
+        """The batch's inputs, targets and mask (and the targets' ratings, when the objective
+        reads them) on the mesh, sharded along the batch axis."""
+        arrays = {name: getattr(batch, name) for name in self.batch_fields}
+        if "ratings" in arrays and arrays["ratings"] is None:
+            raise ValueError("train.orpo.rejected = disliked needs batches with ratings")
         return jax.device_put(arrays, batch_sharding(self.mesh))
 
     def compile(self, batch_size: int, max_len: int) -> float:
@@ -212,7 +253,9 @@ class TrainStep:
             "inputs": jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32),
             "targets": jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32),
             "mask": jax.ShapeDtypeStruct((batch_size, max_len), jnp.bool_),
+            "ratings": jax.ShapeDtypeStruct((batch_size, max_len), jnp.float32),
         }
+        batch = {name: batch[name] for name in self.batch_fields}
         scalar_i, scalar_f = (
             jax.ShapeDtypeStruct((), jnp.int32),
             jax.ShapeDtypeStruct((), jnp.float32),
