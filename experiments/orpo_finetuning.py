@@ -21,7 +21,9 @@ Reported: test NDCG@10, HR@10 and held-out loss per stage and seed, their mean a
 standard deviation over seeds, and each ORPO stage's paired difference from ``ce`` on the
 same base run.
 
-    python experiments/orpo_finetuning.py [--quick] [--out DIR] [--seeds 0 1 2]
+    python experiments/orpo_finetuning.py [--quick] [--out DIR] [--seeds 0 1 2] [--weight 0.1]
+
+``--weight`` sets λ of every ORPO stage (0.1 by default, as above) for a sensitivity run.
 
 Writes ``results.json``, ``orpo_finetuning.png`` / ``.svg`` and ``table.md`` into ``--out``
 (default ``experiments_out/orpo_finetuning``). ``--quick`` runs every stage on a tiny
@@ -105,8 +107,9 @@ def figures_of(summary: dict[str, Any]) -> dict[str, float]:
     return {key: summary["eval"][key] for key in FIGURES}
 
 
-def run_stages(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
-    """Every base run and fine-tuning stage; per-seed figures and summaries."""
+def run_stages(out: Path, seeds: list[int], quick: bool, weight: float) -> dict[str, Any]:
+    """Every base run and fine-tuning stage (ORPO at λ = ``weight``); per-seed figures and
+    summaries."""
     base = base_config(out, quick)
     runs: dict[str, list[dict[str, Any]]] = {"base": [], **{stage: [] for stage in STAGES}}
     protocol = None
@@ -117,6 +120,8 @@ def run_stages(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
         runs["base"].append({"seed": seed, **figures_of(summary), "wall_s": summary["wall_s"]})
         for stage, keys in STAGES.items():
             more = [*(QUICK_FINE_TUNE if quick else FINE_TUNE), *keys]
+            if keys:
+                more.append(f"train.orpo.weight={weight}")
             config = replace(seeded, [f"train.init_from={base_dir}", *more])
             summary = train(config, out / "runs" / f"{stage}-seed{seed}", progress=not quick)
             last_train = [
@@ -149,6 +154,7 @@ def run_stages(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
     }
     return {
         "protocol": protocol,
+        "orpo_weight": weight,
         "fine_tune": QUICK_FINE_TUNE if quick else FINE_TUNE,
         "runs": runs,
         "summary": summary,
@@ -204,6 +210,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, for the test")
     parser.add_argument("--out", type=Path, default=Path("experiments_out/orpo_finetuning"))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--weight", type=float, default=0.1, help="λ of the ORPO stages")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -211,7 +218,7 @@ def main() -> None:
         "claim": "ORPO fine-tuning improves ranking beyond continued next-item training",
         "quick": args.quick,
         "machine": machine(),
-        **run_stages(args.out, seeds, args.quick),
+        **run_stages(args.out, seeds, args.quick, args.weight),
     }
     results_path = args.out / "results.json"
     results_path.write_text(json.dumps(results, indent=1))

@@ -55,3 +55,18 @@ def test_orpo_finetuning_quick(tmp_path):
     assert results["protocol"]["objective"] == "orpo"
     assert (out / "orpo_finetuning.png").stat().st_size > 0
     assert "NDCG@10 - ce (paired)" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_mup_lr_transfer_quick(tmp_path):
+    out = tmp_path / "mup"
+    results = run_quick("mup_lr_transfer.py", out)
+    assert results["quick"] is True
+    assert set(results["curves"]) == {"standard", "mup"}
+    assert len(results["runs"]) == 2 * 2 * 2  # parametrisations x widths x rates, one seed
+    for curves in results["curves"].values():
+        for curve in curves.values():
+            assert curve["best_rate"] in results["rates"]  # two rates: no parabola
+    assert set(results["best_rate_drift"]) == {"standard", "mup"}
+    assert (out / "mup_lr_transfer.png").stat().st_size > 0
+    assert "Best-rate drift" in (out / "table.md").read_text()

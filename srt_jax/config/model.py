@@ -69,8 +69,20 @@ class ModelConfig:
 
     Shared keys: ``d_model``, ``n_layers``, ``d_ff`` (the position-wise feed-forward width of
     every block), ``dropout``, the item encoder and ``dtype``. Transformer keys: ``n_heads``
-    (default 2), ``norm`` (``pre``), ``positions`` (``learned``). Mamba keys: the ``mamba``
-    section (:class:`MambaConfig`). See the module docstring for how backbone keys behave.
+    (default 2), ``norm`` (``pre``), ``positions`` (``learned``), ``mup_base_width`` (null:
+    standard parametrisation; a width: μP relative to it, see below). Mamba keys: the
+    ``mamba`` section (:class:`MambaConfig`). See the module docstring for how backbone keys
+    behave.
+
+    ``mup_base_width`` w₀ turns on the maximal update parametrisation (μP; Yang et al. 2021,
+    *Tensor Programs V*) of the transformer, with width multiplier m = d_model / w₀: the
+    hidden states are multiplied by 1/m before they are scored against the item table (the
+    readout), attention scores use 1/E scaled to equal 1/√E at the base head size
+    (√E₀ / E, E₀ = w₀ / n_heads), and AdamW's step on the blocks' matmul kernels is
+    multiplied by 1/m (embeddings, biases and LayerNorm keep the rate); kernels keep their
+    1/fan-in initialisation and embeddings their N(0, 0.02). At d_model = w₀ the model and
+    its training equal the standard ones, so a learning rate tuned at w₀ transfers to other
+    widths. It needs ``train.optimizer: adamw``.
     """
 
     backbone: Backbone = "transformer"
@@ -87,6 +99,7 @@ class ModelConfig:
     n_hashes: int = 2
     dtype: Literal["float32", "bfloat16"] = "float32"
     mamba: MambaConfig | None = backbone_key("mamba", MambaConfig)
+    mup_base_width: int | None = backbone_key("transformer", lambda: None)
 
     def __post_init__(self) -> None:
         resolve_owned_keys(self, "model")
@@ -112,6 +125,17 @@ class ModelConfig:
                 f"'learned' when d_model / n_heads = {self.d_model} / {self.n_heads} is odd "
                 "(rope needs an even head size)",
             )
+            check(
+                self.mup_base_width is None or self.mup_base_width >= self.n_heads,
+                "model.mup_base_width",
+                self.mup_base_width,
+                f"null or a width >= model.n_heads = {self.n_heads}",
+            )
+
+    @property
+    def mup_width_multiplier(self) -> float | None:
+        """μP's m = d_model / ``mup_base_width``, or None without μP."""
+        return None if self.mup_base_width is None else self.d_model / self.mup_base_width
 
     @property
     def ffn_dim(self) -> int:

@@ -146,3 +146,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check(
+            self.model.mup_base_width is None or self.train.optimizer == "adamw",
+            "train.optimizer",
+            self.train.optimizer,
+            "'adamw' with model.mup_base_width set (μP scales AdamW's per-layer steps)",
+        )

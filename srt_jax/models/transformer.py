@@ -9,7 +9,8 @@ output item table (the input table when ``tie_embeddings``), so a loss scores it
 Options (``ModelConfig``): ``norm`` ``pre`` (pre-LN blocks and a final LayerNorm) or ``post``
 (SASRec / RecBole parity: LayerNorm + dropout on the input embeddings, post-LN blocks);
 ``positions`` ``learned`` (absolute table) or ``rope`` (rotary on queries and keys);
-``dtype`` is the compute dtype (parameters stay float32). Dropout is applied to the input
+``dtype`` is the compute dtype (parameters stay float32); ``mup_base_width`` switches to μP
+(see :class:`~srt_jax.config.ModelConfig`). Dropout is applied to the input
 embeddings and to each residual branch; ``model.train()`` / ``model.eval()`` switch it on
 and off (NNX's ``deterministic`` attribute).
 """
@@ -37,6 +38,9 @@ class CausalSelfAttention(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, *, rngs: nnx.Rngs):
         self.n_heads = cfg.n_heads
         self.use_rope = cfg.positions == "rope"  # ModelConfig ensures an even head size
+        head = cfg.d_model // cfg.n_heads
+        base_head = head if cfg.mup_base_width is None else cfg.mup_base_width / cfg.n_heads
+        self.score_scale = base_head**0.5 / head  # 1/sqrt(E); μP: sqrt(E_0)/E
         self.qkv = nnx.Linear(cfg.d_model, 3 * cfg.d_model, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(cfg.d_model, cfg.d_model, dtype=dtype, rngs=rngs)
 
@@ -51,7 +55,10 @@ class CausalSelfAttention(nnx.Module):
             q_BxHxLxE = rope(q_BxHxLxE, positions_BxL)
             k_BxHxLxE = rope(k_BxHxLxE, positions_BxL)
         scores_BxHxLxL = jnp.einsum(
-            "bhqk,bhsk->bhqs", q_BxHxLxE * E**-0.5, k_BxHxLxE, preferred_element_type=jnp.float32
+            "bhqk,bhsk->bhqs",
+            q_BxHxLxE * self.score_scale,
+            k_BxHxLxE,
+            preferred_element_type=jnp.float32,
         )
         probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL + bias_Bx1xLxL, axis=-1)
         y_BxHxLxE = jnp.einsum("bhqs,bhsk->bhqk", probs_BxHxLxL.astype(v_BxHxLxE.dtype), v_BxHxLxE)
@@ -110,6 +117,11 @@ class SeqRecTransformer(ItemTables, nnx.Module):
         self.final_norm = (
             nnx.LayerNorm(cfg.d_model, dtype=dtype, rngs=rngs) if cfg.norm == "pre" else None
         )
+        width_multiplier = cfg.mup_width_multiplier
+        self.readout_scale = None if width_multiplier is None else 1.0 / width_multiplier
+        # AdamW's step multiplier on the blocks' matmul kernels (μP: 1/m), which the train
+        # step reads (srt_jax.train.optim.make_optimizer)
+        self.hidden_lr_scale = 1.0 if width_multiplier is None else 1.0 / width_multiplier
 
     def __call__(
         self,
@@ -146,6 +158,8 @@ class SeqRecTransformer(ItemTables, nnx.Module):
             x_BxLxD = block(x_BxLxD, bias_Bx1xLxL, positions_BxL, rngs)
         if self.final_norm is not None:
             x_BxLxD = self.final_norm(x_BxLxD)
+        if self.readout_scale is not None:  # μP's readout multiplier 1/m
+            x_BxLxD = x_BxLxD * jnp.asarray(self.readout_scale, x_BxLxD.dtype)
         return x_BxLxD
 
 

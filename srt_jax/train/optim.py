@@ -149,6 +149,8 @@ class Optimizer:
     multiplier: optax.Schedule | None
     line_search: bool = False
     metric_keys: tuple[str, ...] = ()
+    injected: int = -1
+    """Index in the chain's state of the injected optimiser's state."""
 
     def learning_rate(self, peak: jax.Array, progress: jax.Array) -> jax.Array | None:
         """The scheduled rate at ``progress`` (fraction of the token budget), None for usgm."""
@@ -160,22 +162,25 @@ class Optimizer:
         """``opt_state`` with the injected learning rate replaced (unchanged for None)."""
         if learning_rate is None:
             return opt_state
-        *before, injected = opt_state
+        states = list(opt_state)
+        injected = states[self.injected]
         hyperparams = {**injected.hyperparams, "learning_rate": learning_rate}
-        return (*before, injected._replace(hyperparams=hyperparams))
+        states[self.injected] = injected._replace(hyperparams=hyperparams)
+        return tuple(states)
 
     def eval_params(self, opt_state: tuple, params: nnx.State) -> nnx.State:
         """The parameters to evaluate: schedule-free's averaged sequence
         (:func:`optax.contrib.schedule_free_eval_params`), else ``params`` themselves."""
         if self.name == "schedule_free_adamw":
-            return optax.contrib.schedule_free_eval_params(opt_state[-1].inner_state, params)
+            inner = opt_state[self.injected].inner_state
+            return optax.contrib.schedule_free_eval_params(inner, params)
         return params
 
     def diagnostics(self, opt_state: tuple) -> dict[str, jax.Array]:
         """Per-step figures of the optimiser state after an update: prodigy and dadapt_adamw
         ``d`` (the adapted distance estimate; their step is d x ``lr``), usgm ``lr`` (its step
         size 1/L), ``lipschitz`` (L) and ``evals``; empty for the others."""
-        inner = opt_state[-1].inner_state
+        inner = opt_state[self.injected].inner_state
         if self.name in ("prodigy", "dadapt_adamw"):
             return {"d": inner.estim_lr}
         if self.name == "usgm":
@@ -183,9 +188,11 @@ class Optimizer:
         return {}
 
 
-def make_optimizer(train_cfg: TrainConfig) -> Optimizer:
+def make_optimizer(train_cfg: TrainConfig, hidden_lr_scale: float = 1.0) -> Optimizer:
     """The :class:`Optimizer` of ``train_cfg.optimizer``: global-norm clipping
-    (``grad_clip``), then the optimiser with its weight decay masked by :func:`decay_mask`."""
+    (``grad_clip``), then the optimiser with its weight decay masked by :func:`decay_mask`;
+    with ``hidden_lr_scale`` != 1 (μP, AdamW only), the steps of the matmul kernels (the
+    decayed non-embedding parameters) multiplied by it, weight decay included."""
 
     def mask(params: nnx.State) -> Any:
         return decay_mask(params, decay_embeddings=train_cfg.decay_embeddings)
@@ -210,4 +217,15 @@ def make_optimizer(train_cfg: TrainConfig) -> Optimizer:
         mask=mask,
         **options,
     )
-    return Optimizer(cfg.optimizer, optax.chain(clip, opt), peak, lr_multiplier(cfg), False, keys)
+    multiplier = lr_multiplier(cfg)
+    if hidden_lr_scale == 1.0:
+        return Optimizer(cfg.optimizer, optax.chain(clip, opt), peak, multiplier, False, keys)
+    if cfg.optimizer != "adamw":
+        raise ValueError(f"a per-layer step multiplier (μP) needs adamw, not {cfg.optimizer}")
+
+    def kernels(params: nnx.State) -> Any:
+        return decay_mask(params, decay_embeddings=False)
+
+    hidden = optax.masked(optax.scale(hidden_lr_scale), kernels)
+    tx = optax.chain(clip, opt, hidden)
+    return Optimizer(cfg.optimizer, tx, peak, multiplier, False, keys, injected=1)

@@ -84,7 +84,9 @@ class TrainStep:
     """The jitted, donated, sharded step of one run.
 
     Args:
-      model: the freshly built model (its parameters are the initial ones).
+      model: the freshly built model (its parameters are the initial ones; a backbone with
+        a ``hidden_lr_scale`` attribute, the μP transformer, gets it as AdamW's step
+        multiplier on its kernels).
       train_cfg: loss, optimiser and seed.
       total_tokens: the run's token budget (the schedule's length).
       mesh: the device mesh (see :func:`data_mesh`).
@@ -117,7 +119,7 @@ class TrainStep:
         model.train()
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.mesh = mesh
-        self.optimizer = make_optimizer(train_cfg)
+        self.optimizer = make_optimizer(train_cfg, getattr(model, "hidden_lr_scale", 1.0))
         self.tx = self.optimizer.tx
         self._initial_params = params
         self.total_tokens = total_tokens
