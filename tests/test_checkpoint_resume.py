@@ -1,6 +1,7 @@
 """Resuming a run killed with SIGKILL continues exactly: its metrics.jsonl equals an
-uninterrupted run's, loss for loss (tolerance 0), for both backbones and for the optimisers
-that carry their own state (schedule-free's averages, prodigy's d, USGM's line search)."""
+uninterrupted run's, loss for loss (tolerance 0), for both backbones, for the optimisers
+that carry their own state (schedule-free's averages, prodigy's d, USGM's line search) and
+for the adaptive batch (gradient accumulator and controller)."""
 
 import json
 import os
@@ -50,23 +51,27 @@ MODELS = {
 }
 
 
-RUNS = [  # (backbone, optimizer): both backbones, and the optimisers with their own state
-    ("transformer", "adamw"),
-    ("mamba", "adamw"),
-    ("transformer", "schedule_free_adamw"),  # averaged state; evaluated at eval parameters
-    ("transformer", "prodigy"),  # d in the train lines
-    ("transformer", "usgm"),  # line-search state: L, evaluations
-]
+RUNS = {  # both backbones, the optimisers with their own state, the adaptive batch
+    "transformer-adamw": ("transformer", {"optimizer": "adamw"}),
+    "mamba-adamw": ("mamba", {"optimizer": "adamw"}),
+    # averaged state; evaluated at eval parameters
+    "transformer-schedule_free_adamw": ("transformer", {"optimizer": "schedule_free_adamw"}),
+    "transformer-prodigy": ("transformer", {"optimizer": "prodigy"}),  # d in the train lines
+    "transformer-usgm": ("transformer", {"optimizer": "usgm"}),  # line search: L, evaluations
+    # the accumulator (train state) and the controller (loop state)
+    "transformer-adaptive_batch": ("transformer", {"adaptive_batch": {"max_accumulation": 8}}),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backbone", "optimizer"), RUNS)
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, backbone, optimizer):
+@pytest.mark.parametrize("name", RUNS)
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, name):
+    backbone, train_keys = RUNS[name]
     config = {
         **CONFIG,
         "data": {**CONFIG["data"], "cache_dir": str(tmp_path / "cache")},
         "model": MODELS[backbone],
-        "train": {**CONFIG["train"], "optimizer": optimizer},
+        "train": {**CONFIG["train"], **train_keys},
     }
     config_path = tmp_path / "run.yaml"
     config_path.write_text(yaml.safe_dump(config))

@@ -70,3 +70,19 @@ def test_mup_lr_transfer_quick(tmp_path):
     assert set(results["best_rate_drift"]) == {"standard", "mup"}
     assert (out / "mup_lr_transfer.png").stat().st_size > 0
     assert "Best-rate drift" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_adaptive_batch_quick(tmp_path):
+    out = tmp_path / "adaptive"
+    results = run_quick("adaptive_batch.py", out)
+    assert results["quick"] is True
+    assert set(results["summary"]) == {"fixed_32", "fixed_128", "adaptive"}
+    (adaptive,) = results["runs"]["adaptive"]
+    (fixed,) = results["runs"]["fixed_32"]
+    assert adaptive["summary"]["updates"] < fixed["summary"]["updates"]
+    assert adaptive["summary"]["train_tokens"] == fixed["summary"]["train_tokens"]
+    assert adaptive["noise"] and all(n["noise_scale"] > 0 for n in adaptive["noise"])
+    assert results["summary"]["fixed_32"]["reached"] == 1  # the target is 95% of its best
+    assert (out / "adaptive_batch.png").stat().st_size > 0
+    assert "updates to target" in (out / "table.md").read_text()

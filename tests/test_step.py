@@ -140,7 +140,7 @@ def _lowered_text(step):
     batch = {"inputs": shapes, "targets": shapes, "mask": jax.ShapeDtypeStruct((B, L), bool)}
     scalar_i, scalar_f = jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), np.float32)
     return step._jitted.lower(
-        step.abstract_state(), batch, step._constants, scalar_i, scalar_f
+        step.abstract_state(), batch, step._constants, scalar_i, scalar_f, scalar_i
     ).as_text()
 
 
@@ -170,7 +170,8 @@ def test_seed_learning_rate_and_budget_are_arguments_not_compiled_constants(opti
     _, a = base(base.init_state(), batch, 3, 1_000)
     # the other run's step through the base run's compiled program: its own results
     progress = np.float32(1_000 / other.total_tokens)
-    _, b = base._jitted(other.init_state(), batch, other._constants, np.int32(3), progress)
+    args = (other._constants, np.int32(3), progress, np.int32(1))
+    _, b = base._jitted(other.init_state(), batch, *args)
     assert float(a["lr"]) != float(b["lr"]) and float(a["loss_sum"]) != float(b["loss_sum"])
 
 

@@ -22,6 +22,7 @@ from srt_jax.config.loading import (
 from srt_jax.config.model import Backbone, MambaConfig, ModelConfig
 from srt_jax.config.schema import DataConfig, EvalConfig, RunConfig, SamplerMode, SynthConfig
 from srt_jax.config.train import (
+    AdaptiveBatchConfig,
     DAdaptConfig,
     Objective,
     OptimizerName,
@@ -32,6 +33,7 @@ from srt_jax.config.train import (
 )
 
 __all__ = [
+    "AdaptiveBatchConfig",
     "Backbone",
     "DAdaptConfig",
     "DataConfig",

@@ -110,6 +110,44 @@ class USGMConfig:
 
 
 @dataclass(frozen=True)
+class AdaptiveBatchConfig:
+    """Adaptive batch size (``train.adaptive_batch``; :mod:`srt_jax.train.adaptive_batch`):
+    the batch grows during training by accumulating the gradients of ``train.batch_size``
+    windows (the micro-batch) over A micro-batches per optimiser update, A chosen from the
+    measured gradient noise scale (McCandlish et al. 2018).
+
+    Every micro-batch's gradient is taken on its two halves, which gives the noise scale
+    B_noise = tr(Σ) / |G|² (in trained tokens) at every step without extra compute; its two
+    parts are averaged with an exponential moving average of decay ``ema_decay`` (per
+    micro-batch). At every train line (and checkpoint) A becomes
+    ``min(max_accumulation, max(A, round(scale x B_noise / tokens per micro-batch)))``:
+    it only grows. A is an argument of the one compiled step, so changing it recompiles
+    nothing; the controller's state is in the checkpoint, so a resumed run continues
+    exactly. Needs an even ``train.batch_size`` and an optimiser driven by the token
+    schedule (not usgm).
+    """
+
+    max_accumulation: int = 16
+    ema_decay: float = 0.95
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check(
+            self.max_accumulation >= 1,
+            "train.adaptive_batch.max_accumulation",
+            self.max_accumulation,
+            "an integer >= 1",
+        )
+        check(
+            0.0 <= self.ema_decay < 1.0,
+            "train.adaptive_batch.ema_decay",
+            self.ema_decay,
+            "a number in [0, 1)",
+        )
+        check(self.scale > 0, "train.adaptive_batch.scale", self.scale, "a positive number")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Loss, optimiser, schedule and budget.
 
@@ -145,8 +183,10 @@ class TrainConfig:
     backbone and shape; item rows aligned by original item id, new items freshly
     initialised (:mod:`srt_jax.train.init_from`); the optimiser starts fresh.
 
-    ``optimizer``, ``objective`` and ``init_from`` are :func:`new_key` s: configs keep the
-    run ids they had before these keys existed.
+    ``adaptive_batch`` (null: a fixed batch): the section of :class:`AdaptiveBatchConfig`.
+
+    ``optimizer``, ``objective``, ``init_from`` and ``adaptive_batch`` are :func:`new_key` s:
+    configs keep the run ids they had before these keys existed.
     """
 
     loss: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "full_softmax"
@@ -171,6 +211,7 @@ class TrainConfig:
     objective: Objective = new_key("next_item")
     orpo: ORPOConfig | None = owned_key("objective", "orpo", ORPOConfig)
     init_from: str | None = new_key(None)
+    adaptive_batch: AdaptiveBatchConfig | None = new_key(None)
     seed: int = 0
     data_parallel: int | None = None
     log_every: int = 50
@@ -222,6 +263,18 @@ class TrainConfig:
             "train.init_from",
             self.init_from,
             "null or the directory of a trained run",
+        )
+        check(
+            self.adaptive_batch is None or self.batch_size % 2 == 0,
+            "train.batch_size",
+            self.batch_size,
+            "an even number with train.adaptive_batch (each micro-batch is taken in halves)",
+        )
+        check(
+            self.adaptive_batch is None or self.optimizer != "usgm",
+            "train.adaptive_batch",
+            self.adaptive_batch,
+            "null with train.optimizer = 'usgm' (its line search needs the whole batch)",
         )
         check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "a positive number")
         check(

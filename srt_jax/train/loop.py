@@ -23,7 +23,10 @@ evaluation uses the state's parameters to evaluate
   Adaptive optimisers add their own figures of ``step`` (:mod:`srt_jax.train.optim`):
   ``d`` (prodigy, dadapt_adamw: the adapted estimate; their step is d x ``lr``), or
   ``lipschitz`` and ``evals`` (usgm: its L, and the loss evaluations of its line search;
-  its ``lr`` is 1/L).
+  its ``lr`` is 1/L). With ``train.adaptive_batch``: ``accumulation`` (micro-batches per
+  update now), ``updates`` (optimiser updates so far) and ``noise_scale`` (the gradient
+  noise scale in trained tokens; :mod:`srt_jax.train.adaptive_batch`), and eval lines
+  ``updates``; ``step`` still counts micro-batches.
 - ``{"kind": "eval", "step", "tokens", "flops", "loss", "wall_s", "loop_s", "eval_s",
   "metrics"}``; ``loss`` is the held-out per-token cross-entropy (null without held-out
   users), ``metrics`` the validation ranking metrics, ``eval_s`` the seconds this
@@ -53,6 +56,7 @@ from srt_jax.config import RunConfig, config_hash
 from srt_jax.errors import TrainingError
 from srt_jax.models.counting import count_params, six_n_d
 from srt_jax.progress import progress_bar
+from srt_jax.train.adaptive_batch import BatchController
 from srt_jax.train.build import build_run
 from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints, checkpoint_params
 from srt_jax.train.loop_state import LoopState
@@ -77,6 +81,7 @@ class _Training:
         self.session_wall_base = 0.0
         self.session_loop_base = 0.0
         self.loop_started = 0.0
+        self.controller = None if config.train.adaptive_batch is None else BatchController()
 
     # ------------------------------------------------------------------ clocks and records
 
@@ -113,7 +118,9 @@ class _Training:
             "train_tokens": ls.tokens,
             "token_budget": parts.token_budget,
             "steps": ls.step,
+            "updates": ls.step if self.controller is None else self.controller.updates,
             "batch_size": self.config.train.batch_size,
+            "accumulation": 1 if self.controller is None else self.controller.accumulation,
             "devices": parts.step.mesh.shape["data"],
             "wall_s": ls.wall_s,
             "loop_s": ls.loop_s,
@@ -151,6 +158,8 @@ class _Training:
             return self.parts.step.init_state(), LoopState(next_eval_tokens=every)
         state, raw = self.checkpoints.restore(step, self.parts.step.abstract_state())
         ls = LoopState.from_json(raw)
+        if self.controller is not None:
+            self.controller = BatchController.from_json(ls.batch_controller)
         self.run.truncate_metrics(ls.step)
         self.session_wall_base, self.session_loop_base = ls.wall_s, ls.loop_s
         return state, ls
@@ -165,7 +174,15 @@ class _Training:
         unlogged: list[tuple[int, int, dict]] = []  # checked, loss not yet folded in
         self.loop_started = time.perf_counter()
         for batch in parts.sampler.iter_batches(start_step=ls.step, tokens_before=ls.tokens):
-            state, metrics = parts.step(state, parts.step.put_batch(batch), ls.step, ls.tokens)
+            accumulation = 1
+            if self.controller is not None:
+                accumulation = self.controller.dispatch(last=ls.tokens + batch.n_targets >= budget)
+            state, metrics = parts.step(
+                state, parts.step.put_batch(batch), ls.step, ls.tokens, accumulation
+            )
+            if self.controller is not None:  # as of this step, for its train line
+                metrics["accumulation"] = accumulation
+                metrics["updates"] = self.controller.updates
             ls.step += 1
             ls.tokens += batch.n_targets
             unchecked.append((ls.step, ls.tokens, metrics))
@@ -189,6 +206,8 @@ class _Training:
                 self.evaluate(state, ls)
             if save:
                 ls.wall_s, ls.loop_s = self.wall_s(), self.loop_s()
+                if self.controller is not None:
+                    ls.batch_controller = self.controller.to_json()
                 metrics_for_best = None
                 if evaluate:
                     metrics_for_best = {BEST_METRIC: ls.last_eval["metrics"][BEST_METRIC]}
@@ -218,9 +237,14 @@ class _Training:
         """Add the records' losses to the interval (in step order) and write a train line when
         the last record ends a ``log_every`` interval (or ``force``)."""
         values = jax.device_get([m for _, _, m in records])
+        adaptive, controller = self.config.train.adaptive_batch, self.controller
         for v in values:
             ls.interval_loss_sum += float(v["loss_sum"])
             ls.interval_count += float(v["count"])
+            if controller is not None:
+                controller.observe(adaptive, float(v["noise_g2"]), float(v["noise_trace"]))
+        if controller is not None:
+            controller.decide(adaptive, self.parts.sampler.expected_tokens_per_batch())
         if not records:
             return
         step, tokens, _ = records[-1]
@@ -237,11 +261,22 @@ class _Training:
                 "lr": float(values[-1]["lr"]),
                 "grad_norm": float(values[-1]["grad_norm"]),
                 **{k: values[-1][k].item() for k in self.parts.step.metric_keys},
+                **({} if controller is None else self.batch_figures(values[-1])),
                 "wall_s": self.wall_s(),
             }
         )
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         ls.interval_loss_sum = ls.interval_count = 0.0
+
+    def batch_figures(self, last: dict[str, Any]) -> dict[str, Any]:
+        """The adaptive batch's figures for a train line from its ``last`` step's record:
+        that step's accumulation, the optimiser updates made up to it, and the noise scale
+        (trained tokens) so far."""
+        return {
+            "accumulation": int(last["accumulation"]),
+            "updates": int(last["updates"]),
+            "noise_scale": self.controller.noise_scale,
+        }
 
     def evaluate(self, state: dict, ls: LoopState) -> None:
         """Validation metrics and held-out loss of ``state``; updates best and next eval."""
@@ -265,6 +300,7 @@ class _Training:
                 "loop_s": self.loop_s(),
                 "eval_s": time.perf_counter() - started,
                 "metrics": record["metrics"],
+                **({} if self.controller is None else {"updates": self.controller.updates}),
             }
         )
         ls.last_eval = record

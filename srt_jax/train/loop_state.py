@@ -12,7 +12,9 @@ class LoopState:
     """What the loop carries between steps and through checkpoints (JSON; no RNG state).
 
     ``interval_loss_sum`` / ``interval_count`` hold the steps since the last train line;
-    ``best`` and ``last_eval`` are eval records (step, tokens, loss, metrics).
+    ``best`` and ``last_eval`` are eval records (step, tokens, loss, metrics);
+    ``batch_controller`` is the adaptive batch's controller
+    (:class:`~srt_jax.train.adaptive_batch.BatchController`), null with a fixed batch.
     """
 
     step: int = 0
@@ -24,6 +26,7 @@ class LoopState:
     interval_count: float = 0.0
     best: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
+    batch_controller: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (exact: Python floats round-trip through JSON)."""

@@ -33,6 +33,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from srt_jax.config import TrainConfig
 from srt_jax.data.sampler import Batch
 from srt_jax.errors import ConfigError
+from srt_jax.train.adaptive_batch import (
+    accumulate,
+    empty_accumulator,
+    half_gradients,
+)
 from srt_jax.train.losses import compute_loss
 from srt_jax.train.optim import make_optimizer
 from srt_jax.train.orpo import orpo_term, rejected_items
@@ -93,8 +98,11 @@ class TrainStep:
       item_log_q: ``[n_items + 1]`` log probabilities of popularity negatives, or None.
       rejected_log_q: the same for ORPO's ``popularity`` rejected items, or None.
 
-    Call ``step(state, batch, step_index, tokens_seen)`` with the device batch of
-    :meth:`put_batch`; it returns ``(new_state, metrics)`` where metrics are device scalars:
+    Call ``step(state, batch, step_index, tokens_seen, accumulation=1)`` with the device
+    batch of :meth:`put_batch` (``accumulation``: with ``train.adaptive_batch``, the
+    micro-batches per update, :mod:`srt_jax.train.adaptive_batch`, whose ``noise_g2`` and
+    ``noise_trace`` then join the metrics; without it every call updates). It returns
+    ``(new_state, metrics)`` where metrics are device scalars:
     ``loss_sum`` and ``count`` (sum of per-position next-item losses and counted
     positions), ``grad_norm`` (before clipping), ``lr`` (used by this step), ``loss_finite``
     and ``grad_finite`` (bools), and the figures named in :attr:`metric_keys`: the
@@ -137,6 +145,54 @@ class TrainStep:
         }
         self._constants = jax.device_put(constants, replicated(mesh))
         optimizer = self.optimizer
+        self.adaptive = train_cfg.adaptive_batch is not None
+
+        adaptive = train_cfg.adaptive_batch
+
+        def loss_fn(
+            params: nnx.State,
+            batch: dict[str, jax.Array],
+            dropout_key: jax.Array,
+            loss_key: jax.Array,
+            constants: dict[str, Any],
+        ) -> tuple[jax.Array, dict[str, jax.Array]]:
+            net = nnx.merge(self.graphdef, params, constants["rest"])
+            hidden_BxLxD = net(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
+            table_VxD = net.item_table()
+            loss_sum, count = compute_loss(
+                hidden_BxLxD,
+                table_VxD,
+                batch["targets"],
+                batch["mask"],
+                train_cfg=train_cfg,
+                key=loss_key,
+                item_log_q=constants["item_log_q"],
+            )
+            loss = loss_sum / jnp.maximum(count, 1.0)
+            figures = {"loss_sum": loss_sum, "count": count}
+            if orpo is None:
+                return loss, figures
+            rejected_BxL, pairs_BxL = rejected_items(
+                orpo,
+                jax.random.fold_in(loss_key, 1),
+                batch["targets"],
+                batch["mask"],
+                table_VxD.shape[0] - 1,
+                ratings_BxL=batch.get("ratings"),
+                log_q_V=constants["rejected_log_q"],
+            )
+            term = orpo_term(
+                hidden_BxLxD,
+                table_VxD,
+                batch["targets"],
+                rejected_BxL,
+                pairs_BxL,
+                hard=orpo.rejected == "hard",
+            )
+            pairs = jnp.maximum(term.pairs, 1.0)
+            figures["orpo"] = term.loss_sum / pairs
+            figures["log_odds_ratio"] = term.ratio_sum / pairs
+            return loss + orpo.weight * figures["orpo"], figures
 
         def step(
             state: TrainState,
@@ -144,57 +200,44 @@ class TrainStep:
             constants: dict[str, Any],
             step_index: jax.Array,
             progress: jax.Array,
+            accumulation: jax.Array,
         ) -> tuple[TrainState, dict[str, jax.Array]]:
             dropout_key, loss_key = jax.random.split(
                 jax.random.fold_in(constants["key"], step_index)
             )
+            params = state["params"]
 
-            def loss_fn(params: nnx.State) -> tuple[jax.Array, dict[str, jax.Array]]:
-                net = nnx.merge(self.graphdef, params, constants["rest"])
-                hidden_BxLxD = net(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
-                table_VxD = net.item_table()
-                loss_sum, count = compute_loss(
-                    hidden_BxLxD,
-                    table_VxD,
-                    batch["targets"],
-                    batch["mask"],
-                    train_cfg=train_cfg,
-                    key=loss_key,
-                    item_log_q=constants["item_log_q"],
-                )
-                loss = loss_sum / jnp.maximum(count, 1.0)
-                figures = {"loss_sum": loss_sum, "count": count}
-                if orpo is None:
-                    return loss, figures
-                rejected_BxL, pairs_BxL = rejected_items(
-                    orpo,
-                    jax.random.fold_in(loss_key, 1),
-                    batch["targets"],
-                    batch["mask"],
-                    table_VxD.shape[0] - 1,
-                    ratings_BxL=batch.get("ratings"),
-                    log_q_V=constants["rejected_log_q"],
-                )
-                term = orpo_term(
-                    hidden_BxLxD,
-                    table_VxD,
-                    batch["targets"],
-                    rejected_BxL,
-                    pairs_BxL,
-                    hard=orpo.rejected == "hard",
-                )
-                pairs = jnp.maximum(term.pairs, 1.0)
-                figures["orpo"] = term.loss_sum / pairs
-                figures["log_odds_ratio"] = term.ratio_sum / pairs
-                return loss + orpo.weight * figures["orpo"], figures
+            def batch_loss(p: nnx.State) -> tuple[jax.Array, dict[str, jax.Array]]:
+                return loss_fn(p, batch, dropout_key, loss_key, constants)
 
-            (loss, figures), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
             lr = optimizer.learning_rate(constants["peak_lr"], progress)
-            opt_state = optimizer.set_learning_rate(state["opt_state"], lr)
-            line_search = {}
-            if optimizer.line_search:  # the same batch and keys: f_k of srt_jax.train.usgm
-                line_search = {"value": loss, "value_fn": lambda p: loss_fn(p)[0], "grad": grads}
-            updates, opt_state = self.tx.update(grads, opt_state, state["params"], **line_search)
+
+            def update(grads: nnx.State, opt_state: Any) -> tuple[nnx.State, Any]:
+                opt_state = optimizer.set_learning_rate(opt_state, lr)
+                line_search = {}
+                if optimizer.line_search:  # the same batch and keys: f_k of srt_jax.train.usgm
+                    line_search = {
+                        "value": loss,
+                        "value_fn": lambda p: batch_loss(p)[0],
+                        "grad": grads,
+                    }
+                updates, opt_state = self.tx.update(grads, opt_state, params, **line_search)
+                return optax.apply_updates(params, updates), opt_state
+
+            if adaptive is None:
+                (loss, figures), grads = jax.value_and_grad(batch_loss, has_aux=True)(params)
+                new_params, opt_state = update(grads, state["opt_state"])
+                new_state = {"params": new_params, "opt_state": opt_state}
+            else:
+                loss, figures, grads, noise = half_gradients(
+                    lambda p, b, d, k: loss_fn(p, b, d, k, constants),
+                    params,
+                    batch,
+                    dropout_key,
+                    loss_key,
+                )
+                figures = {**figures, **noise}
+                new_state = accumulate(state, grads, figures["count"], accumulation, update)
             grad_norm = optax.tree.norm(grads)
             metrics = {
                 **figures,
@@ -202,18 +245,14 @@ class TrainStep:
                 "loss_finite": jnp.isfinite(loss),
                 "grad_finite": jnp.isfinite(grad_norm),
                 **({} if lr is None else {"lr": jnp.asarray(lr, jnp.float32)}),
-                **optimizer.diagnostics(opt_state),
-            }
-            new_state = {
-                "params": optax.apply_updates(state["params"], updates),
-                "opt_state": opt_state,
+                **optimizer.diagnostics(new_state["opt_state"]),
             }
             return new_state, metrics
 
         rep = replicated(mesh)
         self._jitted = jax.jit(
             step,
-            in_shardings=(rep, batch_sharding(mesh), rep, rep, rep),
+            in_shardings=(rep, batch_sharding(mesh), rep, rep, rep, rep),
             out_shardings=(rep, rep),
             donate_argnums=0,
         )
@@ -222,8 +261,15 @@ class TrainStep:
     def init_state(self) -> TrainState:
         """The initial train state (a copy of the model's parameters, fresh optimiser),
         replicated; each call gives new buffers (the step donates them)."""
-        state = {"params": self._initial_params, "opt_state": self.tx.init(self._initial_params)}
-        return jax.device_put(state, replicated(self.mesh), may_alias=False)
+        return jax.device_put(
+            self._fresh_state(self._initial_params), replicated(self.mesh), may_alias=False
+        )
+
+    def _fresh_state(self, params: nnx.State) -> TrainState:
+        state = {"params": params, "opt_state": self.tx.init(params)}
+        if self.adaptive:
+            state["accum"] = empty_accumulator(params)
+        return state
 
     def eval_params(self, state: TrainState) -> nnx.State:
         """The parameters of ``state`` to evaluate (rank, held-out loss, serve): its params,
@@ -234,9 +280,7 @@ class TrainStep:
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state (a restore target)."""
         rep = replicated(self.mesh)
-        shapes = jax.eval_shape(
-            lambda p: {"params": p, "opt_state": self.tx.init(p)}, self._initial_params
-        )
+        shapes = jax.eval_shape(self._fresh_state, self._initial_params)
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
 
     def put_batch(self, batch: Batch) -> dict[str, jax.Array]:
@@ -263,7 +307,7 @@ class TrainStep:
             jax.ShapeDtypeStruct((), jnp.float32),
         )
         self._compiled = self._jitted.lower(
-            self.abstract_state(), batch, self._constants, scalar_i, scalar_f
+            self.abstract_state(), batch, self._constants, scalar_i, scalar_f, scalar_i
         ).compile()
         return time.perf_counter() - start
 
@@ -283,7 +327,12 @@ class TrainStep:
         return sizes
 
     def __call__(
-        self, state: TrainState, batch: dict[str, jax.Array], step_index: int, tokens_seen: int
+        self,
+        state: TrainState,
+        batch: dict[str, jax.Array],
+        step_index: int,
+        tokens_seen: int,
+        accumulation: int = 1,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         fn = self._jitted if self._compiled is None else self._compiled
         return fn(
@@ -292,4 +341,5 @@ class TrainStep:
             self._constants,
             np.int32(step_index),
             np.float32(tokens_seen / self.total_tokens),
+            np.int32(accumulation),
         )
