@@ -27,21 +27,23 @@ docs/experiments/adaptive_batch.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-from common import machine, mean_std
+from common import (
+    REPO,
+    TINY_LOG,
+    mean_std,
+    plt,
+    run_experiment,
+    save_figure,
+    seeds_of,
+)
 
 from srt_jax.config import load_config
 from srt_jax.train.loop import train
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/ml100k_sasrec_fast.yaml"
 ARMS: dict[str, list[str]] = {
     "fixed_32": [],
@@ -51,10 +53,7 @@ ARMS: dict[str, list[str]] = {
 TARGET_FRACTION = 0.95
 QUICK = [
     "data.dataset=synthetic",
-    "data.synthetic.users=120",
-    "data.synthetic.items=40",
-    "data.synthetic.mean_length=16",
-    "data.max_len=8",
+    *TINY_LOG,
     "model.d_model=16",
     "train.epochs=null",
     "train.tokens=3000",
@@ -153,11 +152,7 @@ def figure(results: dict[str, Any], out: Path) -> list[Path]:
     right.invert_xaxis()
     right.set_title("critical batch as training proceeds (adaptive runs)")
     fig.tight_layout()
-    paths = [out / "adaptive_batch.png", out / "adaptive_batch.svg"]
-    for path in paths:
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, "adaptive_batch")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -182,25 +177,14 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, for the test")
-    parser.add_argument("--out", type=Path, default=Path("experiments_out/adaptive_batch"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    results = {
-        "claim": "an adaptive batch reaches the fixed batch's quality in fewer optimiser steps",
-        "quick": args.quick,
-        "machine": machine(),
-        **run_arms(args.out, seeds, args.quick),
-    }
-    results_path = args.out / "results.json"
-    results_path.write_text(json.dumps(results, indent=1))
-    figures = figure(results, args.out)
-    (args.out / "table.md").write_text(table(results))
-    print(table(results))
-    print(f"wrote {results_path}, {args.out / 'table.md'}, {', '.join(map(str, figures))}")
+    run_experiment(
+        __doc__,
+        "adaptive_batch",
+        "an adaptive batch reaches the fixed batch's quality in fewer optimiser steps",
+        lambda args: run_arms(args.out, seeds_of(args), args.quick),
+        figure,
+        table,
+    )
 
 
 if __name__ == "__main__":

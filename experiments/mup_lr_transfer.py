@@ -23,23 +23,24 @@ docs/experiments/mup_lr_transfer.md.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-from common import machine, mean_std
+from common import (
+    REPO,
+    TINY_LOG,
+    mean_std,
+    plt,
+    run_experiment,
+    save_figure,
+    seeds_of,
+)
 
 from srt_jax.config import load_config
 from srt_jax.progress import progress_bar
 from srt_jax.train.loop import train
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/ml100k_sasrec_fast.yaml"
 SCHEDULE = ["train.epochs=3", "train.eval_every_tokens=45000"]
 WIDTHS = (32, 64, 128)
@@ -48,10 +49,7 @@ BASE_WIDTH = 32
 PARAMETRISATIONS = ("standard", "mup")
 QUICK = [
     "data.dataset=synthetic",
-    "data.synthetic.users=120",
-    "data.synthetic.items=40",
-    "data.synthetic.mean_length=16",
-    "data.max_len=8",
+    *TINY_LOG,
     "train.batch_size=16",
     "train.epochs=null",
     "train.tokens=1000",
@@ -161,11 +159,7 @@ def figure(results: dict[str, Any], out: Path) -> list[Path]:
         ax.legend()
     axes[0].set_ylabel("held-out loss (nats/token)")
     fig.tight_layout()
-    paths = [out / "mup_lr_transfer.png", out / "mup_lr_transfer.svg"]
-    for path in paths:
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, "mup_lr_transfer")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -191,25 +185,14 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, for the test")
-    parser.add_argument("--out", type=Path, default=Path("experiments_out/mup_lr_transfer"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    results = {
-        "claim": "under μP the best learning rate does not move with width",
-        "quick": args.quick,
-        "machine": machine(),
-        **run_grid(args.out, seeds, args.quick),
-    }
-    results_path = args.out / "results.json"
-    results_path.write_text(json.dumps(results, indent=1))
-    figures = figure(results, args.out)
-    (args.out / "table.md").write_text(table(results))
-    print(table(results))
-    print(f"wrote {results_path}, {args.out / 'table.md'}, {', '.join(map(str, figures))}")
+    run_experiment(
+        __doc__,
+        "mup_lr_transfer",
+        "under μP the best learning rate does not move with width",
+        lambda args: run_grid(args.out, seeds_of(args), args.quick),
+        figure,
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -39,19 +39,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-from common import machine, mean_std
+from common import (
+    REPO,
+    TINY_LOG,
+    mean_std,
+    plt,
+    run_experiment,
+    save_figure,
+    seeds_of,
+)
 
 from srt_jax.config import RunConfig, load_config, replace
 from srt_jax.data.sources import open_dataset
 from srt_jax.data.store import write_store
 from srt_jax.train.loop import train
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/ml100k_sasrec_fast.yaml"
 FINE_TUNE = ["train.epochs=2", "train.learning_rate=3e-4", "train.warmup_fraction=0.05"]
 STAGES: dict[str, list[str]] = {
@@ -62,10 +65,7 @@ STAGES: dict[str, list[str]] = {
 }
 FIGURES = ("ndcg@10", "hr@10", "loss")
 QUICK = [
-    "data.synthetic.users=120",
-    "data.synthetic.items=40",
-    "data.synthetic.mean_length=16",
-    "data.max_len=8",
+    *TINY_LOG,
     "model.d_model=16",
     "train.batch_size=16",
     "train.epochs=null",
@@ -183,11 +183,7 @@ def figure(results: dict[str, Any], out: Path) -> list[Path]:
     right.set_ylabel("test NDCG@10 minus ce (same base run)")
     right.set_title("ORPO stages against continued training")
     fig.tight_layout()
-    paths = [out / "orpo_finetuning.png", out / "orpo_finetuning.svg"]
-    for path in paths:
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, "orpo_finetuning")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -206,26 +202,18 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, for the test")
-    parser.add_argument("--out", type=Path, default=Path("experiments_out/orpo_finetuning"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--weight", type=float, default=0.1, help="λ of the ORPO stages")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    results = {
-        "claim": "ORPO fine-tuning improves ranking beyond continued next-item training",
-        "quick": args.quick,
-        "machine": machine(),
-        **run_stages(args.out, seeds, args.quick, args.weight),
-    }
-    results_path = args.out / "results.json"
-    results_path.write_text(json.dumps(results, indent=1))
-    figures = figure(results, args.out)
-    (args.out / "table.md").write_text(table(results))
-    print(table(results))
-    print(f"wrote {results_path}, {args.out / 'table.md'}, {', '.join(map(str, figures))}")
+    def weight(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--weight", type=float, default=0.1, help="λ of the ORPO stages")
+
+    run_experiment(
+        __doc__,
+        "orpo_finetuning",
+        "ORPO fine-tuning improves ranking beyond continued next-item training",
+        lambda args: run_stages(args.out, seeds_of(args), args.quick, args.weight),
+        figure,
+        table,
+        options=weight,
+    )
 
 
 if __name__ == "__main__":

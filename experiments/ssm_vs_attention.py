@@ -27,7 +27,6 @@ nothing. The conclusions are in docs/experiments/ssm_vs_attention.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -36,9 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import matplotlib
 import numpy as np
-from common import machine, mean_std
+from common import (
+    REPO,
+    TINY_LOG,
+    experiment_parser,
+    machine,
+    mean_std,
+    plt,
+    save_figure,
+    seeds_of,
+    write_outputs,
+)
 from flax import nnx
 
 from srt_jax.config import RunConfig, load_config, replace
@@ -48,20 +56,13 @@ from srt_jax.progress import progress_bar
 from srt_jax.train.loop import train
 from srt_jax.train.step import TrainStep, data_mesh
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-REPO = Path(__file__).resolve().parents[1]
 BACKBONES = ("transformer", "mamba")
 CONFIGS = {"transformer": "configs/ml100k_sasrec.yaml", "mamba": "configs/ml100k_mamba4rec.yaml"}
 METRICS = ("ndcg@10", "hr@10", "mrr@10")
 N_ITEMS = 1682  # MovieLens-100K's catalog, for the speed and serving shapes
 QUICK_DATA = [
     "data.dataset=synthetic",
-    "data.synthetic.users=120",
-    "data.synthetic.items=40",
-    "data.synthetic.mean_length=16",
-    "data.max_len=8",
+    *TINY_LOG,
     "model.d_model=16",
     "train.batch_size=16",
     "train.epochs=null",
@@ -290,11 +291,7 @@ def figure(results: dict, out: Path) -> list[Path]:
             ax.set_axis_off()
     fig.suptitle("SSM (Mamba4Rec) vs attention (SASRec-style transformer)")
     fig.tight_layout()
-    paths = [out / "ssm_vs_attention.png", out / "ssm_vs_attention.svg"]
-    for path in paths:
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, "ssm_vs_attention")
 
 
 def table(results: dict) -> str:
@@ -351,10 +348,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, for the test")
-    parser.add_argument("--out", type=Path, default=Path("experiments_out/ssm_vs_attention"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser = experiment_parser(__doc__, "ssm_vs_attention")
     parser.add_argument(
         "--parts",
         nargs="+",
@@ -363,7 +357,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    seeds = seeds_of(args)
     results: dict[str, Any] = {
         "claim": "Mamba4Rec matches SASRec's quality at linear training cost and O(1) serving",
         "quick": args.quick,
@@ -383,11 +377,7 @@ def main() -> None:
         results["serving"] = serving(
             lengths, 16 if args.quick else 64, N_ITEMS, 5 if args.quick else 30
         )
-    results_path.write_text(json.dumps(results, indent=1))
-    figures = figure(results, args.out)
-    (args.out / "table.md").write_text(table(results))
-    print(table(results))
-    print(f"wrote {results_path}, {args.out / 'table.md'}, {', '.join(map(str, figures))}")
+    write_outputs(results, args.out, figure, table)
 
 
 if __name__ == "__main__":
