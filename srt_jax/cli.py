@@ -2,7 +2,8 @@
 
 Each command group lives in ``srt_jax/commands/<group>.py`` and exposes
 ``register(subparsers)``, which adds its parsers with a ``handler`` default. User errors
-(:class:`srt_jax.errors.SrtJaxError`) print one line and exit with status 2.
+(:class:`srt_jax.errors.SrtJaxError`) print one line and exit with the error's status: 1 a
+run that failed, 2 bad input or usage (0 done, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.handler(args)
     except SrtJaxError as err:
         print(f"srt-jax: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
     except KeyboardInterrupt:
         print("srt-jax: interrupted", file=sys.stderr)
         return 130

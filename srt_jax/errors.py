@@ -2,12 +2,18 @@
 
 Every error a user can cause (a bad file, a bad config key, a bad row) is raised as a
 subclass of :class:`SrtJaxError` whose message names what was wrong and where; the CLI
-prints it without a traceback and exits with status 2.
+prints it without a traceback and exits with the error's ``exit_status``: 1 for a run that
+trained and failed (:class:`RunFailedError`), 2 for everything else (bad input, bad config,
+bad state; argparse's usage errors exit 2 too). 0 is success, 130 an interrupt.
 """
+
+from typing import ClassVar
 
 
 class SrtJaxError(Exception):
     """Base class of user-facing errors (bad input, bad config, bad state)."""
+
+    exit_status: ClassVar[int] = 2
 
 
 class ConfigError(SrtJaxError):
@@ -24,3 +30,10 @@ class DataError(SrtJaxError):
 
 class TrainingError(SrtJaxError):
     """A run failed (non-finite loss, incompatible checkpoint, ...)."""
+
+
+class RunFailedError(TrainingError):
+    """A run trained and failed (a non-finite loss or gradient; runs of a sweep that failed):
+    exit status 1, where bad input is 2."""
+
+    exit_status: ClassVar[int] = 1

@@ -90,6 +90,18 @@ def test_recbole_missing_column_names_it(tmp_path):
         open_source(path, "recbole")
 
 
+def test_a_column_that_differs_by_invisible_characters_is_shown_by_repr(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("User\u200b,item,ts\n1,2,3\n", encoding="utf-8")
+    options = ReadOptions(user_col="user", item_col="item", time_col="ts")
+    with pytest.raises(DataError) as caught:
+        open_source(path, "csv", options)
+    message = str(caught.value)
+    assert "column 'user' not found; the columns are 'User\\u200b', 'item', 'ts'" in message
+    assert "read as UTF-8, split at ','" in message
+    assert "'User\\u200b' is 'user' but for invisible characters or case" in message
+
+
 def test_amazon_2018_ratings_csv(tmp_path):
     path = tmp_path / "Books.csv"
     path.write_text("0001,AU1,5.0,100\n0002,AU1,4.0,90\n0001,AU2,3.0,80\n")

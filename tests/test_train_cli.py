@@ -96,3 +96,18 @@ def test_train_then_eval(capsys, config_path, tmp_path):
     assert main(["eval", str(run_dir), "--split", "valid"]) == 0
     table = capsys.readouterr().out
     assert "valid split" in table and "mrr@20" in table
+
+
+def test_a_run_that_fails_exits_1_where_bad_input_exits_2(
+    capsys, config_path, tmp_path, monkeypatch
+):
+    from test_loop import _nan_loss
+
+    from srt_jax.train import step
+
+    monkeypatch.setattr(step, "compute_loss", _nan_loss)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config_path), "--out", str(run_dir), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("srt-jax: error: non-finite loss at step 1")
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"

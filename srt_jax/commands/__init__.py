@@ -1,6 +1,6 @@
 """Command groups of the ``srt-jax`` CLI, one module each (see srt_jax/cli.py)."""
 
-from srt_jax.commands import data, fit, quickstart, recommend, sweep, train
+from srt_jax.commands import data, doctor, fit, quickstart, recommend, sweep, train
 
 COMMAND_GROUPS = (
     quickstart.register,
@@ -9,4 +9,5 @@ COMMAND_GROUPS = (
     recommend.register,
     sweep.register,
     fit.register,
+    doctor.register,
 )

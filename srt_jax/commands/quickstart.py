@@ -22,7 +22,7 @@ from srt_jax.commands.argtypes import non_negative_int, positive_int
 from srt_jax.commands.fit import summary_table
 from srt_jax.config import DataConfig, from_dict
 from srt_jax.data.sources import open_dataset
-from srt_jax.errors import SrtJaxError
+from srt_jax.errors import RunFailedError
 from srt_jax.scaling.analysis import FitOptions, analyse
 from srt_jax.scaling.loaders import load_points
 from srt_jax.scaling.report import write_results
@@ -126,7 +126,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
         print(f"      {retried} run(s) that failed last time are tried again", flush=True)
     counts = execute_sweep(root, workers=args.workers)
     if counts["failed"]:
-        raise SrtJaxError(
+        raise RunFailedError(
             f"{counts['failed']} run(s) of the sweep failed: `srt-jax sweep status --root "
             f"{root}` shows why; run the quickstart again to retry them and resume"
         )

@@ -46,6 +46,7 @@ class SweepMonitor:
             sum(r["C"] or 0.0 for r in runs), f"sweep {registry.name()}", "FLOP", disable=disable
         )
         self._start = time.monotonic()
+        self._shown_at = -float("inf")
         self._tokens_at_start: float | None = None
 
     def update(self) -> dict[str, int]:
@@ -73,10 +74,12 @@ class SweepMonitor:
             f"pending {counts['pending']}, {rate:,.0f} tok/s",
             refresh=False,
         )
-        self.bar.refresh()
+        if time.monotonic() - self._shown_at >= self.bar.mininterval:  # a log line every ~10 s
+            self.bar.refresh()
+            self._shown_at = time.monotonic()
         return counts
 
     def close(self) -> None:
-        """Final refresh and close the bar."""
+        """Final figures and close the bar (which shows them)."""
         self.update()
         self.bar.close()

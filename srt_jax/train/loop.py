@@ -38,7 +38,8 @@ compilation included, summed over resumed sessions) and ``loop_s`` seconds spent
 training loop itself (no setup or compilation).
 
 A non-finite loss or gradient norm ends the run: ``summary.json`` gets status ``failed``
-and an error naming the step and the quantity, and :class:`TrainingError` is raised.
+and an error naming the step and the quantity, and :class:`RunFailedError` (a
+:class:`TrainingError`, exit status 1 in the CLI) is raised.
 Calling :func:`train` again on the same directory resumes from the last checkpoint and
 continues exactly as an uninterrupted run (same batches, keys and loss curve).
 """
@@ -53,7 +54,7 @@ from typing import Any
 import jax
 
 from srt_jax.config import RunConfig, config_hash
-from srt_jax.errors import TrainingError
+from srt_jax.errors import RunFailedError
 from srt_jax.models.counting import count_params, six_n_d
 from srt_jax.progress import progress_bar
 from srt_jax.train.adaptive_batch import BatchController
@@ -217,14 +218,14 @@ class _Training:
         return state, ls
 
     def check_finite(self, records: list[tuple[int, int, dict]]) -> list[tuple[int, int, dict]]:
-        """Raise TrainingError at the first record whose loss or gradient norm is not finite."""
+        """Raise RunFailedError at the first record whose loss or gradient norm is not finite."""
         flags = jax.device_get([(m["loss_finite"], m["grad_finite"]) for _, _, m in records])
         for (step, _, metrics), (loss_ok, grad_ok) in zip(records, flags, strict=True):
             if not (loss_ok and grad_ok):
                 what = "loss" if not loss_ok else "gradient norm"
                 values = jax.device_get(metrics)
                 loss = values["loss_sum"] / max(values["count"], 1.0)
-                raise TrainingError(
+                raise RunFailedError(
                     f"non-finite {what} at step {step} (loss {loss}, gradient norm "
                     f"{values['grad_norm']}, learning rate {values['lr']:.3g}); the run is "
                     "failed — lower train.learning_rate or check the data"
@@ -347,7 +348,7 @@ def train(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> d
     resumes from the latest; one holding another config's run is refused (ConfigError).
 
     Raises:
-      TrainingError: a non-finite loss or gradient (summary status ``failed``).
+      RunFailedError: a non-finite loss or gradient (summary status ``failed``).
     """
     run = RunDirectory(run_dir)
     run.check_config(config)

@@ -8,6 +8,7 @@ from a file's first line and read by the same :class:`TextSource`.
 from __future__ import annotations
 
 import csv
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,19 @@ class TextLayout:
     time_unit: str | None = "s"
 
 
+def near_miss(wanted: str, names: tuple[str, ...]) -> str:
+    """``"; 'x\\u200b' is 'x' but for invisible characters or case"`` when a column name
+    matches ``wanted`` once stripped of whitespace, control and format characters and
+    compared without case; else ``""``."""
+
+    def bare(name: str) -> str:
+        kept = (c for c in name if not c.isspace() and unicodedata.category(c)[0] != "C")
+        return "".join(kept).casefold()
+
+    close = [name for name in names if bare(name) == bare(wanted)]
+    return f"; {close[0]!r} is {wanted!r} but for invisible characters or case" if close else ""
+
+
 class TextSource(Source):
     """A delimited text file (plain or gzipped) read in blocks by pyarrow.csv."""
 
@@ -68,7 +82,8 @@ class TextSource(Source):
         if missing:
             raise DataError(
                 f"{path}: column {missing[0]!r} not found; the columns are "
-                f"{', '.join(layout.names)}"
+                f"{', '.join(map(repr, layout.names))} (the header read as UTF-8, split at "
+                f"{layout.delimiter!r}){near_miss(missing[0], layout.names)}"
             )
         self.path, self.layout_spec, self.block_bytes = str(path), layout, block_bytes
         self.layout, self.time_unit = layout.name, layout.time_unit
