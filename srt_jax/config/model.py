@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from srt_jax.config.keys import backbone_key, check, resolve_owned_keys
+from srt_jax.config.keys import backbone_key, check, new_key, resolve_owned_keys
 
 Backbone = Literal["transformer", "mamba"]
 
@@ -69,20 +69,21 @@ class ModelConfig:
 
     Shared keys: ``d_model``, ``n_layers``, ``d_ff`` (the position-wise feed-forward width of
     every block), ``dropout``, the item encoder and ``dtype``. Transformer keys: ``n_heads``
-    (default 2), ``norm`` (``pre``), ``positions`` (``learned``), ``mup_base_width`` (null:
-    standard parametrisation; a width: μP relative to it, see below). Mamba keys: the
-    ``mamba`` section (:class:`MambaConfig`). See the module docstring for how backbone keys
-    behave.
+    (default 2), ``norm`` (``pre``), ``positions`` (``learned``). Mamba keys: the ``mamba``
+    section (:class:`MambaConfig`). See the module docstring for how backbone keys behave.
 
-    ``mup_base_width`` w₀ turns on the maximal update parametrisation (μP; Yang et al. 2021,
-    *Tensor Programs V*) of the transformer, with width multiplier m = d_model / w₀: the
-    hidden states are multiplied by 1/m before they are scored against the item table (the
-    readout), attention scores use 1/E scaled to equal 1/√E at the base head size
-    (√E₀ / E, E₀ = w₀ / n_heads), and AdamW's step on the blocks' matmul kernels is
-    multiplied by 1/m (embeddings, biases and LayerNorm keep the rate); kernels keep their
-    1/fan-in initialisation and embeddings their N(0, 0.02). At d_model = w₀ the model and
-    its training equal the standard ones, so a learning rate tuned at w₀ transfers to other
-    widths. It needs ``train.optimizer: adamw``.
+    ``mup_base_width`` (null: the standard parametrisation) w₀ turns on the maximal update
+    parametrisation (μP; Yang et al. 2021, *Tensor Programs V*) of either backbone, with
+    width multiplier m = d_model / w₀: the hidden states are multiplied by 1/m before they
+    are scored against the item table (the readout), and AdamW's step on the blocks' matmul
+    kernels is multiplied by 1/m (embeddings, biases, LayerNorm, Mamba's A_log and D and its
+    depthwise convolution, whose fan-in W does not grow with the width, keep the rate);
+    kernels keep their 1/fan-in initialisation and embeddings their N(0, 0.02). The
+    transformer's attention scores use 1/E scaled to equal 1/√E at the base head size
+    (√E₀ / E, E₀ = w₀ / n_heads). Mamba needs ``mamba.init: mamba`` (fan-in initialisation;
+    Mamba4Rec's fixed N(0, 0.02) is not μP). At d_model = w₀ the model and its training
+    equal the standard ones, so a learning rate tuned at w₀ transfers to other widths. It
+    needs ``train.optimizer: adamw``.
     """
 
     backbone: Backbone = "transformer"
@@ -99,7 +100,7 @@ class ModelConfig:
     n_hashes: int = 2
     dtype: Literal["float32", "bfloat16"] = "float32"
     mamba: MambaConfig | None = backbone_key("mamba", MambaConfig)
-    mup_base_width: int | None = backbone_key("transformer", lambda: None)
+    mup_base_width: int | None = new_key(None)
 
     def __post_init__(self) -> None:
         resolve_owned_keys(self, "model")
@@ -131,6 +132,20 @@ class ModelConfig:
                 self.mup_base_width,
                 f"null or a width >= model.n_heads = {self.n_heads}",
             )
+        else:
+            check(
+                self.mup_base_width is None or self.mamba.init == "mamba",
+                "model.mamba.init",
+                self.mamba.init,
+                "'mamba' with model.mup_base_width set (μP needs fan-in initialisation; "
+                "mamba4rec's fixed N(0, 0.02) is not μP)",
+            )
+        check(
+            self.mup_base_width is None or self.mup_base_width >= 1,
+            "model.mup_base_width",
+            self.mup_base_width,
+            "null or an integer >= 1",
+        )
 
     @property
     def mup_width_multiplier(self) -> float | None:

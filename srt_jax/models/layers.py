@@ -1,5 +1,5 @@
-"""Layers every backbone shares: cheap dropout, the position-wise feed-forward, attention masks
-and rotary positions.
+"""Layers every backbone shares: cheap dropout, the position-wise feed-forward, attention masks,
+rotary positions and μP's readout and step multipliers.
 
 Shape letters (docs/conventions.md): B batch rows, L window length, D model width, F
 feed-forward width, H heads, E head size.
@@ -11,8 +11,35 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from srt_jax.config import ModelConfig
+
 ROPE_BASE = 10_000.0
 MASKED = -1e30  # additive attention bias of a masked key
+
+
+class WidthFixedParam(nnx.Param):
+    """A matmul kernel whose fan-in does not grow with the model width (Mamba's depthwise
+    convolution: W taps per channel). Under μP it keeps its learning rate, where the other
+    kernels' steps shrink with the width (:func:`srt_jax.train.optim.make_optimizer`)."""
+
+
+class MuP:
+    """Mixin of a backbone's μP multipliers (``model.mup_base_width``; see
+    :class:`~srt_jax.config.ModelConfig`). Call :meth:`init_mup` in ``__init__``; the
+    backbone passes its final hidden states through :meth:`readout`, and the train step
+    reads ``hidden_lr_scale``, AdamW's step multiplier on the blocks' kernels (1/m)."""
+
+    def init_mup(self, cfg: ModelConfig) -> None:
+        """Set ``readout_scale`` (1/m, None without μP) and ``hidden_lr_scale`` (1/m or 1)."""
+        m = cfg.mup_width_multiplier
+        self.readout_scale = None if m is None else 1.0 / m
+        self.hidden_lr_scale = 1.0 if m is None else 1.0 / m
+
+    def readout(self, x_BxLxD: jax.Array) -> jax.Array:
+        """The hidden states as they are scored against the item table: times 1/m with μP."""
+        if self.readout_scale is None:
+            return x_BxLxD
+        return x_BxLxD * jnp.asarray(self.readout_scale, x_BxLxD.dtype)
 
 
 class Dropout(nnx.Dropout):

@@ -62,7 +62,7 @@ from flax import nnx
 from srt_jax.config import MambaConfig, ModelConfig
 from srt_jax.models.backbone import BlockFlops
 from srt_jax.models.item_encoders import ItemTables
-from srt_jax.models.layers import Dropout, FeedForward
+from srt_jax.models.layers import Dropout, FeedForward, MuP, WidthFixedParam
 from srt_jax.models.selective_scan import selective_scan, selective_scan_step
 
 LAYER_NORM_EPSILON = 1e-12  # Mamba4Rec's
@@ -99,7 +99,7 @@ class CausalConv1d(nnx.Module):
 
     def __init__(self, width: int, channels: int, *, rngs: nnx.Rngs):
         init = _uniform(1 / math.sqrt(width))  # PyTorch's default for fan_in = W
-        self.kernel = nnx.Param(init(rngs.params(), (width, channels)))  # W x I
+        self.kernel = WidthFixedParam(init(rngs.params(), (width, channels)))  # W x I
         self.bias = nnx.Param(init(rngs.params(), (channels,)))  # I
 
     def __call__(self, x_BxLxI: jax.Array) -> jax.Array:
@@ -235,7 +235,7 @@ class MambaLayer(nnx.Module):
         return cache, self._after_mixer(x_BxD, mixed_BxD, None)
 
 
-class Mamba4Rec(ItemTables, nnx.Module):
+class Mamba4Rec(ItemTables, MuP, nnx.Module):
     """Mamba4Rec backbone; see the module docstring. ``max_len`` is unused (no positions)."""
 
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, *, rngs: nnx.Rngs):
@@ -250,6 +250,7 @@ class Mamba4Rec(ItemTables, nnx.Module):
         self.layers = nnx.List(
             [MambaLayer(cfg, dtype, residual=residual, rngs=rngs) for _ in range(cfg.n_layers)]
         )
+        self.init_mup(cfg)
 
     def _embed(self, items: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
         x = self.item_encoder(items).astype(self.dtype)
@@ -269,7 +270,7 @@ class Mamba4Rec(ItemTables, nnx.Module):
         x_BxLxD = self._embed(inputs_BxL, rngs)
         for layer in self.layers:
             x_BxLxD = layer(x_BxLxD, real_BxL, rngs)
-        return x_BxLxD
+        return self.readout(x_BxLxD)
 
     def init_cache(self, batch: int) -> MambaCache:
         """The state before any item, for ``batch`` rows."""
@@ -285,7 +286,7 @@ class Mamba4Rec(ItemTables, nnx.Module):
         for layer, layer_cache in zip(self.layers, cache, strict=True):
             layer_cache, x_BxD = layer.step(layer_cache, x_BxD, real_B)
             new_cache.append(layer_cache)
-        return new_cache, x_BxD
+        return new_cache, self.readout(x_BxD)
 
 
 def mamba_block_flops(cfg: ModelConfig, max_len: int) -> BlockFlops:

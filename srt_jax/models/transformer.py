@@ -24,7 +24,14 @@ from flax import nnx
 from srt_jax.config import ModelConfig
 from srt_jax.models.backbone import BlockFlops
 from srt_jax.models.item_encoders import EMBEDDING_INIT, EmbeddingParam, ItemTables
-from srt_jax.models.layers import Dropout, FeedForward, attention_bias, default_positions, rope
+from srt_jax.models.layers import (
+    Dropout,
+    FeedForward,
+    MuP,
+    attention_bias,
+    default_positions,
+    rope,
+)
 
 
 class CausalSelfAttention(nnx.Module):
@@ -97,7 +104,7 @@ class Block(nnx.Module):
         return x_BxLxD
 
 
-class SeqRecTransformer(ItemTables, nnx.Module):
+class SeqRecTransformer(ItemTables, MuP, nnx.Module):
     """Causal next-item transformer; see the module docstring for options and masks."""
 
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, *, rngs: nnx.Rngs):
@@ -117,11 +124,7 @@ class SeqRecTransformer(ItemTables, nnx.Module):
         self.final_norm = (
             nnx.LayerNorm(cfg.d_model, dtype=dtype, rngs=rngs) if cfg.norm == "pre" else None
         )
-        width_multiplier = cfg.mup_width_multiplier
-        self.readout_scale = None if width_multiplier is None else 1.0 / width_multiplier
-        # AdamW's step multiplier on the blocks' matmul kernels (μP: 1/m), which the train
-        # step reads (srt_jax.train.optim.make_optimizer)
-        self.hidden_lr_scale = 1.0 if width_multiplier is None else 1.0 / width_multiplier
+        self.init_mup(cfg)
 
     def __call__(
         self,
@@ -158,9 +161,7 @@ class SeqRecTransformer(ItemTables, nnx.Module):
             x_BxLxD = block(x_BxLxD, bias_Bx1xLxL, positions_BxL, rngs)
         if self.final_norm is not None:
             x_BxLxD = self.final_norm(x_BxLxD)
-        if self.readout_scale is not None:  # μP's readout multiplier 1/m
-            x_BxLxD = x_BxLxD * jnp.asarray(self.readout_scale, x_BxLxD.dtype)
-        return x_BxLxD
+        return self.readout(x_BxLxD)
 
 
 def transformer_block_flops(cfg: ModelConfig, max_len: int) -> BlockFlops:

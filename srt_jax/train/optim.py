@@ -47,6 +47,7 @@ from flax import nnx
 
 from srt_jax.config import TrainConfig
 from srt_jax.models.item_encoders import EmbeddingParam
+from srt_jax.models.layers import WidthFixedParam
 from srt_jax.train import contrib_optim
 from srt_jax.train.usgm import usgm
 
@@ -192,7 +193,8 @@ def make_optimizer(train_cfg: TrainConfig, hidden_lr_scale: float = 1.0) -> Opti
     """The :class:`Optimizer` of ``train_cfg.optimizer``: global-norm clipping
     (``grad_clip``), then the optimiser with its weight decay masked by :func:`decay_mask`;
     with ``hidden_lr_scale`` != 1 (μP, AdamW only), the steps of the matmul kernels (the
-    decayed non-embedding parameters) multiplied by it, weight decay included."""
+    decayed non-embedding parameters but a :class:`~srt_jax.models.layers.WidthFixedParam`)
+    multiplied by it, weight decay included."""
 
     def mask(params: nnx.State) -> Any:
         return decay_mask(params, decay_embeddings=train_cfg.decay_embeddings)
@@ -223,8 +225,14 @@ def make_optimizer(train_cfg: TrainConfig, hidden_lr_scale: float = 1.0) -> Opti
     if cfg.optimizer != "adamw":
         raise ValueError(f"a per-layer step multiplier (μP) needs adamw, not {cfg.optimizer}")
 
-    def kernels(params: nnx.State) -> Any:
-        return decay_mask(params, decay_embeddings=False)
+    def kernels(params: nnx.State) -> Any:  # the decayed kernels whose fan-in grows with width
+        decayed = decay_mask(params, decay_embeddings=False)
+        width_fixed = jax.tree.map(
+            lambda v: isinstance(v, WidthFixedParam),
+            params,
+            is_leaf=lambda x: isinstance(x, nnx.Variable),
+        )
+        return jax.tree.map(lambda d, f: d and not f, decayed, width_fixed)
 
     hidden = optax.masked(optax.scale(hidden_lr_scale), kernels)
     tx = optax.chain(clip, opt, hidden)
