@@ -27,22 +27,11 @@ docs/experiments/adaptive_batch.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from common import (
-    REPO,
-    TINY_LOG,
-    mean_std,
-    plt,
-    run_experiment,
-    save_figure,
-    seeds_of,
-)
-
-from srt_jax.config import load_config
-from srt_jax.train.loop import train
+from arms import arms_table, plot_curves, records, time_to_target, train_arm
+from common import TINY_LOG, plt, run_experiment, save_figure, seeds_of
 
 CONFIG = "configs/ml100k_sasrec_fast.yaml"
 ARMS: dict[str, list[str]] = {
@@ -50,7 +39,6 @@ ARMS: dict[str, list[str]] = {
     "fixed_128": ["train.batch_size=128"],
     "adaptive": ["train.adaptive_batch.max_accumulation=16"],
 }
-TARGET_FRACTION = 0.95
 QUICK = [
     "data.dataset=synthetic",
     *TINY_LOG,
@@ -62,65 +50,21 @@ QUICK = [
 ]
 
 
-def records(run_dir: Path, kind: str) -> list[dict[str, Any]]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
-
-
-def first_reaching(run: dict[str, Any], target: float) -> dict[str, Any] | None:
-    """The first evaluation of ``run`` whose validation NDCG@10 reaches ``target``."""
-    return next((e for e in run["evals"] if e["valid_ndcg@10"] >= target), None)
-
-
 def run_arms(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     for arm, keys in ARMS.items():
         for seed in seeds:
-            config = load_config(
-                REPO / CONFIG, [*(QUICK if quick else ()), *keys, f"train.seed={seed}"]
-            )
             run_dir = out / "runs" / f"{arm}-seed{seed}"
-            summary = train(config, run_dir, progress=not quick)
-            evals = records(run_dir, "eval")
-            for r in evals:
-                r.setdefault("updates", r["step"])  # a fixed batch updates at every step
-            runs[arm].append(
-                {
-                    "seed": seed,
-                    "summary": {
-                        "ndcg@10": summary["eval"]["ndcg@10"],
-                        "loss": summary["eval"]["loss"],
-                        "updates": summary["updates"],
-                        "train_tokens": summary["train_tokens"],
-                        "wall_s": summary["wall_s"],
-                        "final_accumulation": summary["accumulation"],
-                    },
-                    "evals": [
-                        {k: r[k] for k in ("step", "updates", "tokens")}
-                        | {"valid_ndcg@10": r["metrics"]["ndcg@10"]}
-                        for r in evals
-                    ],
-                    "noise": [
-                        {"loss": r["loss"], "noise_scale": r["noise_scale"], "tokens": r["tokens"]}
-                        for r in records(run_dir, "train")
-                        if r.get("noise_scale") is not None
-                    ],
-                }
-            )
-    baseline_best = [max(e["valid_ndcg@10"] for e in run["evals"]) for run in runs["fixed_32"]]
-    target = TARGET_FRACTION * mean_std(baseline_best)["mean"]
-    summary: dict[str, Any] = {}
-    for arm, arm_runs in runs.items():
-        reached = [first_reaching(run, target) for run in arm_runs]
-        summary[arm] = {
-            key: mean_std([run["summary"][key] for run in arm_runs])
-            for key in ("ndcg@10", "loss", "updates", "wall_s")
-        }
-        summary[arm]["reached"] = sum(r is not None for r in reached)
-        hits = [r for r in reached if r is not None]
-        summary[arm]["updates_to_target"] = mean_std([r["updates"] for r in hits]) if hits else None
-        summary[arm]["tokens_to_target"] = mean_std([r["tokens"] for r in hits]) if hits else None
-    return {"target_valid_ndcg@10": target, "runs": runs, "summary": summary}
+            overrides = [*(QUICK if quick else ()), *keys, f"train.seed={seed}"]
+            run = train_arm(CONFIG, overrides, run_dir, progress=not quick)
+            run["seed"] = seed
+            run["noise"] = [
+                {"loss": r["loss"], "noise_scale": r["noise_scale"], "tokens": r["tokens"]}
+                for r in records(run_dir, "train")
+                if r.get("noise_scale") is not None
+            ]
+            runs[arm].append(run)
+    return {"runs": runs, **time_to_target(runs, "fixed_32")}
 
 
 def figure(results: dict[str, Any], out: Path) -> list[Path]:
@@ -128,21 +72,9 @@ def figure(results: dict[str, Any], out: Path) -> list[Path]:
     the training loss (adaptive runs)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     colours = dict(zip(ARMS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
-    for arm, arm_runs in results["runs"].items():
-        for i, run in enumerate(arm_runs):
-            left.plot(
-                [e["updates"] for e in run["evals"]],
-                [e["valid_ndcg@10"] for e in run["evals"]],
-                marker="o",
-                markersize=3,
-                color=colours[arm],
-                label=arm if i == 0 else None,
-            )
-    left.axhline(results["target_valid_ndcg@10"], color="gray", linestyle=":", label="target")
+    plot_curves(left, results, "updates", colours)
     left.set_xscale("log")
     left.set_xlabel("optimiser updates")
-    left.set_ylabel("validation NDCG@10")
-    left.legend()
     for run in results["runs"]["adaptive"]:
         noise = run["noise"]
         right.plot([n["loss"] for n in noise], [n["noise_scale"] for n in noise], marker=".")
@@ -155,27 +87,6 @@ def figure(results: dict[str, Any], out: Path) -> list[Path]:
     return save_figure(fig, out, "adaptive_batch")
 
 
-def table(results: dict[str, Any]) -> str:
-    def shown(value: dict[str, float] | None, digits: int) -> str:
-        return "—" if value is None else f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
-
-    lines = [
-        f"Target: validation NDCG@10 >= {results['target_valid_ndcg@10']:.4f}",
-        "",
-        "| arm | reached | updates to target | tokens to target | total updates | "
-        "test NDCG@10 | held-out loss | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for arm, s in results["summary"].items():
-        n = len(results["runs"][arm])
-        lines.append(
-            f"| {arm} | {s['reached']}/{n} | {shown(s['updates_to_target'], 0)} | "
-            f"{shown(s['tokens_to_target'], 0)} | {shown(s['updates'], 0)} | "
-            f"{shown(s['ndcg@10'], 4)} | {shown(s['loss'], 4)} | {shown(s['wall_s'], 0)} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     run_experiment(
         __doc__,
@@ -183,7 +94,7 @@ def main() -> None:
         "an adaptive batch reaches the fixed batch's quality in fewer optimiser steps",
         lambda args: run_arms(args.out, seeds_of(args), args.quick),
         figure,
-        table,
+        arms_table,
     )
 
 

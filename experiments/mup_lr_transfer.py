@@ -8,10 +8,11 @@ is well tuned at every width only with μP.
 Protocol: MovieLens-100K, ``configs/ml100k_sasrec_fast.yaml`` shortened to 3 epochs
 (:data:`SCHEDULE`; leave-one-out, full ranking, held-out users' per-token loss) at widths
 d_model 32, 64 and 128 (2 layers, 2 heads; a 4x width range) and AdamW peak learning rates
-1e-3 to 1.6e-2 in factors of 2, each with the standard parametrisation and with μP
+1e-3 to 3.2e-2 in factors of 2, each with the standard parametrisation and with μP
 (``model.mup_base_width: 32``), seeds 0, 1, 2. The best learning rate of a width is the
 grid point with the lowest held-out loss (mean over seeds; the checkpoint of best
-validation NDCG@10), refined by a parabola through it and its neighbours in log rate.
+validation NDCG@10), refined by a parabola through it and its neighbours in log rate. A run
+that diverges (a non-finite loss) has the worst loss: its grid point is never the best.
 
     python experiments/mup_lr_transfer.py [--quick] [--out DIR] [--seeds 0 1 2]
 
@@ -23,6 +24,7 @@ docs/experiments/mup_lr_transfer.md.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,14 @@ from common import (
 )
 
 from srt_jax.config import load_config
+from srt_jax.errors import RunFailedError
 from srt_jax.progress import progress_bar
 from srt_jax.train.loop import train
 
 CONFIG = "configs/ml100k_sasrec_fast.yaml"
 SCHEDULE = ["train.epochs=3", "train.eval_every_tokens=45000"]
 WIDTHS = (32, 64, 128)
-RATES = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
+RATES = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2)
 BASE_WIDTH = 32
 PARAMETRISATIONS = ("standard", "mup")
 QUICK = [
@@ -60,13 +63,22 @@ QUICK_WIDTHS, QUICK_RATES = (16, 32), (1e-3, 1e-2)
 
 def best_rate(rates: list[float], losses: list[float]) -> float:
     """The rate of the lowest loss, refined by a parabola in log rate through it and its two
-    neighbours (the grid point itself at an edge of the grid)."""
+    neighbours (the grid point itself at an edge of the grid or beside a diverged point)."""
     i = int(np.argmin(losses))
-    if i == 0 or i == len(rates) - 1:
+    if i == 0 or i == len(rates) - 1 or not np.all(np.isfinite(losses[i - 1 : i + 2])):
         return rates[i]
     x = np.log([rates[i - 1], rates[i], rates[i + 1]])
     a, b, _ = np.polyfit(x, losses[i - 1 : i + 2], 2)
     return float(np.exp(-b / (2 * a))) if a > 0 else rates[i]
+
+
+def loss_summary(losses: list[float]) -> dict[str, float]:
+    """:func:`mean_std` of the seeds' losses; with a diverged seed (an infinite loss), mean
+    infinity and ``diverged``, the number of such seeds."""
+    diverged = sum(not math.isfinite(loss) for loss in losses)
+    if diverged:
+        return {"mean": math.inf, "std": math.nan, "diverged": diverged}
+    return mean_std(losses)
 
 
 def run_grid(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
@@ -89,15 +101,19 @@ def run_grid(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
                         keys.append(f"model.mup_base_width={base_width}")
                     config = load_config(REPO / CONFIG, keys)
                     name = f"{parametrisation}-d{width}-lr{rate:g}-seed{seed}"
-                    summary = train(config, out / "runs" / name, progress=False)
+                    try:
+                        summary = train(config, out / "runs" / name, progress=False)
+                        loss, ndcg = summary["eval"]["loss"], summary["eval"]["ndcg@10"]
+                    except RunFailedError:  # diverged: the worst loss, no ranking quality
+                        loss, ndcg = math.inf, 0.0
                     runs.append(
                         {
                             "parametrisation": parametrisation,
                             "width": width,
                             "rate": rate,
                             "seed": seed,
-                            "loss": summary["eval"]["loss"],
-                            "ndcg@10": summary["eval"]["ndcg@10"],
+                            "loss": loss,
+                            "ndcg@10": ndcg,
                         }
                     )
                     bar.update(1)
@@ -115,7 +131,7 @@ def run_grid(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
                 ]
                 for rate in rates
             ]
-            losses = [mean_std([r["loss"] for r in rows]) for rows in by_rate]
+            losses = [loss_summary([r["loss"] for r in rows]) for rows in by_rate]
             ndcg = [mean_std([r["ndcg@10"] for r in rows]) for rows in by_rate]
             means = [m["mean"] for m in losses]
             curves[parametrisation][str(width)] = {
@@ -140,12 +156,13 @@ def run_grid(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
 
 
 def figure(results: dict[str, Any], out: Path) -> list[Path]:
-    """Held-out loss against learning rate per width, standard and μP side by side."""
+    """Held-out loss against learning rate per width, standard and μP side by side (a
+    diverged point is left out of its curve)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, parametrisation in zip(axes, PARAMETRISATIONS, strict=True):
         for width, curve in results["curves"][parametrisation].items():
-            means = [m["mean"] for m in curve["loss"]]
-            stds = [m["std"] for m in curve["loss"]]
+            means = [m["mean"] if "diverged" not in m else math.nan for m in curve["loss"]]
+            stds = [m["std"] if "diverged" not in m else math.nan for m in curve["loss"]]
             line = ax.errorbar(results["rates"], means, yerr=stds, marker="o", label=f"d{width}")
             ax.axvline(curve["best_rate"], color=line[0].get_color(), linestyle=":", alpha=0.7)
         ax.set_xscale("log")
@@ -171,7 +188,12 @@ def table(results: dict[str, Any]) -> str:
     ]
     for parametrisation, curves in results["curves"].items():
         for width, curve in curves.items():
-            cells = [f"{m['mean']:.4f} ± {m['std']:.4f}" for m in curve["loss"]]
+            cells = [
+                f"diverged ({m['diverged']} seeds)"
+                if "diverged" in m
+                else f"{m['mean']:.4f} ± {m['std']:.4f}"
+                for m in curve["loss"]
+            ]
             lines.append(
                 f"| {parametrisation} | {width} | {' | '.join(cells)} | {curve['best_rate']:.2g} |"
             )

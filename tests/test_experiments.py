@@ -86,3 +86,19 @@ def test_adaptive_batch_quick(tmp_path):
     assert results["summary"]["fixed_32"]["reached"] == 1  # the target is 95% of its best
     assert (out / "adaptive_batch.png").stat().st_size > 0
     assert "updates to target" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_adaptive_step_size_quick(tmp_path):
+    out = tmp_path / "step_size"
+    results = run_quick("adaptive_step_size.py", out)
+    assert results["quick"] is True
+    optimizers = {"adamw", "prodigy", "dadapt_adamw", "schedule_free_adamw", "usgm"}
+    assert set(results["summary"]) == set(results["runs"]) == optimizers
+    for runs in results["runs"].values():
+        (run,) = runs
+        assert run["evals"] and all(e["loop_s"] >= 0 for e in run["evals"])
+        assert 0 <= run["summary"]["ndcg@10"] <= 1
+    assert results["summary"]["adamw"]["reached"] == 1  # the target is 95% of its best
+    assert (out / "adaptive_step_size.png").stat().st_size > 0
+    assert "loop s to target" in (out / "table.md").read_text()
