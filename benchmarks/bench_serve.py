@@ -10,13 +10,14 @@ and ``top_k`` (k = 10 over the catalog, seen items filtered) per event after a w
 Runs are kept in ``--out`` and reused on a second call.
 
     python benchmarks/bench_serve.py [--history 1000] [--events 200] [--d-model 64]
-        [--layers 2] [--items 2000] [--out /tmp/bench_serve]
+        [--layers 2] [--items 2000] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,7 +116,12 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--items", type=int, default=2000, help="catalog size")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_serve"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "bench_serve",
+        help="where the two runs are trained (default: bench_serve in the temporary directory)",
+    )
     args = parser.parse_args()
     results = {b: measure(train_run(args.out, b, args), args) for b in BACKBONES}
     print(
