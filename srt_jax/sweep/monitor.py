@@ -80,6 +80,7 @@ class SweepMonitor:
         return counts
 
     def close(self) -> None:
-        """Final figures and close the bar (which shows them)."""
+        """Final figures and close the bar, which shows them once."""
+        self._shown_at = time.monotonic()  # no redraw in update: the close draws the last line
         self.update()
         self.bar.close()
