@@ -1,12 +1,13 @@
 """Command groups of the ``srt-jax`` CLI, one module each (see srt_jax/cli.py)."""
 
-from srt_jax.commands import data, doctor, fit, quickstart, recommend, sweep, train
+from srt_jax.commands import data, doctor, fit, quickstart, recommend, runs, sweep, train
 
 COMMAND_GROUPS = (
     quickstart.register,
     data.register,
     train.register,
     recommend.register,
+    runs.register,
     sweep.register,
     fit.register,
     doctor.register,
