@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from srt_jax import __version__
 from srt_jax.commands import COMMAND_GROUPS
+from srt_jax.commands.output import add_output_options
 from srt_jax.errors import SrtJaxError
 
 
@@ -28,7 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMAND_GROUPS:
         register(subparsers)
+    for command in commands_of(parser):
+        add_output_options(command)
     return parser
+
+
+def commands_of(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of every command below ``parser`` that has no subcommands of its own."""
+    leaves = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases once
+                leaves += commands_of(sub) or [sub]
+    return leaves
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,6 +56,13 @@ def test_quickstart_sweeps_fits_writes_figures_and_resumes(tmp_path, capsys):
     again = capsys.readouterr().out
     assert "(8 done, 0 running, 0 pending, 0 failed" in again
 
+    assert main([*argv, "--json", "--quiet"]) == 0  # the same summary as one JSON object
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    summary = json.loads(captured.out)
+    assert summary["counts"] == {"done": 8, "running": 0, "pending": 0, "failed": 0}
+    assert summary["report"] == str(fit_dir / "report.md") and summary["fit"]["objective"]
+
 
 def test_shipped_quickstart_spec_is_a_3_by_4_isoflop_sweep_on_either_dataset():
     spec = load_spec(QUICKSTART_SPEC)

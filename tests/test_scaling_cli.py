@@ -1,6 +1,5 @@
 """``srt-jax fit`` end to end, its error handling, and the analysis scripts."""
 
-import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from test_scaling_loaders import write_csv, write_mlflow_db, write_run_dir
 
-from srt_jax.commands import fit as fit_command
+from srt_jax.cli import build_parser
 from srt_jax.errors import DataError
 from srt_jax.scaling import report as report_module
 from srt_jax.scaling.laws import ChinchillaLaw
@@ -20,10 +19,8 @@ FIGURES = ("loss_vs_compute", "optimal_allocation", "fit_residuals", "isoflop_pr
 
 
 def run_fit(argv: list[str]) -> int:
-    """Parse ``srt-jax fit ARGV`` with a parser built from fit.register and run it."""
-    parser = argparse.ArgumentParser(prog="srt-jax")
-    fit_command.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["fit", *argv])
+    """Parse ``srt-jax fit ARGV`` with the CLI's parser and run its handler (errors raise)."""
+    args = build_parser().parse_args(["fit", *argv])
     return args.handler(args)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import fields
 from typing import TypeVar
 
+from srt_jax.commands.output import finish
 from srt_jax.data.download import DATASETS, SOURCES, get_dataset
 from srt_jax.data.info import format_stats, store_stats
 from srt_jax.data.ingest import DUPLICATE_POLICIES, FILTER_ORDER, Filters, prepare_store
@@ -106,14 +106,12 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
         "across sizes for one seed)",
     )
     filters.add_argument("--seed", type=int, default=0, help="seed of the user sample")
-    prepare.add_argument("--quiet", action="store_true", help="no progress bars")
     prepare.set_defaults(handler=run_prepare)
 
 
 def _register_info(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="statistics of a sequence store")
     info.add_argument("store", help="store directory")
-    info.add_argument("--json", action="store_true", help="print a JSON object")
     info.set_defaults(handler=run_info)
 
 
@@ -131,7 +129,6 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--mean-length", type=float, required=True, help="mean history length")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    synth.add_argument("--quiet", action="store_true", help="no progress bar")
     options = synth.add_argument_group(
         "generator options (defaults in srt_jax/data/synthetic/options.py)"
     )
@@ -158,12 +155,19 @@ def _register_export_tfds(commands: argparse._SubParsersAction) -> None:
 def run_get(args: argparse.Namespace) -> int:
     fetched = get_dataset(args.dataset, args.cache_dir, args.source)
     origin = "cached" if fetched.cached else "downloaded and verified"
-    print(
-        f"{args.dataset}: {origin}; prepare it with: srt-jax data prepare {fetched.path} "
-        f"--format {fetched.format} --out STORE",
-        file=sys.stderr,
-    )
-    print(fetched.path)
+    if not args.quiet:
+        print(
+            f"{args.dataset}: {origin}; prepare it with: srt-jax data prepare {fetched.path} "
+            f"--format {fetched.format} --out STORE",
+            file=sys.stderr,
+        )
+    summary = {
+        "dataset": args.dataset,
+        "path": str(fetched.path),
+        "format": fetched.format,
+        "cached": fetched.cached,
+    }
+    finish(args, summary, str(fetched.path))
     return 0
 
 
@@ -182,18 +186,29 @@ def run_prepare(args: argparse.Namespace) -> int:
     )
     store = result.store
     bad = result.bad_rows
-    if bad.count:
+    if bad.count:  # always said, --quiet or not: rows were left out
         reasons = ", ".join(f"{n} {reason}" for reason, n in bad.by_reason.items())
         print(f"skipped {bad.count} bad rows ({reasons}); first ones:", file=sys.stderr)
         for example in bad.examples:
             print(f"  {example}", file=sys.stderr)
     removed = {name: n for name, n in result.removed.items() if n}
-    print(
+    summary = {
+        "store": str(store.path),
+        "users": store.n_users,
+        "items": store.n_items,
+        "interactions": store.n_interactions,
+        "rows_read": result.rows_read,
+        "bad_rows": dict(bad.by_reason),
+        "removed": removed,
+        "seconds": result.seconds,
+    }
+    text = (
         f"wrote {store.path}: {store.n_users:,} users, {store.n_items:,} items, "
         f"{store.n_interactions:,} interactions from {result.rows_read:,} rows read"
         + (f" (removed: {removed})" if removed else "")
         + f" in {result.seconds:.1f} s"
     )
+    finish(args, summary, text)
     return 0
 
 
@@ -204,7 +219,7 @@ def _from_args(cls: type[T], args: argparse.Namespace) -> T:
 
 def run_info(args: argparse.Namespace) -> int:
     stats = store_stats(SequenceStore(args.store))
-    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    finish(args, stats, format_stats(stats))
     return 0
 
 
@@ -224,16 +239,25 @@ def run_synth(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **options,
     )
-    print(
+    summary = {
+        "store": str(store.path),
+        "users": store.n_users,
+        "items": store.n_items,
+        "interactions": store.n_interactions,
+        "oracle_loss": store.meta["oracle_loss"],
+    }
+    text = (
         f"wrote {store.path}: {store.n_users:,} users, {store.n_items:,} items, "
         f"{store.n_interactions:,} interactions; oracle loss "
         f"{store.meta['oracle_loss']:.4f} nats/target"
     )
+    finish(args, summary, text)
     return 0
 
 
 def run_export_tfds(args: argparse.Namespace) -> int:
     from srt_jax.data.tfds_builder import export_store  # imports tensorflow_datasets
 
-    print(export_store(args.store, args.out, overwrite=args.overwrite))
+    written = export_store(args.store, args.out, overwrite=args.overwrite)
+    finish(args, {"store": args.store, "tfds_dir": str(written)}, str(written))
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from srt_jax import __version__
+from srt_jax.commands.output import finish
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "pyarrow")
 """Required packages whose versions a report shows."""
@@ -30,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "($SRT_JAX_CACHE, default ~/.cache/srt-jax) with what it holds: what to paste into "
         "a bug report.",
     )
-    doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.set_defaults(handler=run_doctor)
 
 
@@ -101,5 +100,5 @@ def text_of(report: dict[str, Any]) -> str:
 def run_doctor(args: argparse.Namespace) -> int:
     """Handler of ``srt-jax doctor``."""
     report = diagnosis()
-    print(json.dumps(report, indent=2) if args.json else text_of(report))
+    finish(args, report, text_of(report))
     return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from srt_jax.commands.argtypes import non_negative_int, positive_float, positive_float_list
+from srt_jax.commands.output import finish
 from srt_jax.config import flat_dict, read_yaml
 from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
 from srt_jax.scaling.groups import Group, analyse_groups, write_groups
@@ -176,6 +178,7 @@ def run_fit(args: argparse.Namespace) -> int:
         flops_per_param_token=args.flops_per_param_token,
         holdout_fraction=args.holdout_fraction,
         isoflop_budgets=args.isoflop_budgets,
+        show_progress=not args.quiet,
     )
     out = Path(args.out) if args.out else Path(f"fit-{Path(args.source).name.split('.')[0]}")
     if args.group_by:
@@ -188,13 +191,16 @@ def run_fit(args: argparse.Namespace) -> int:
             read_config=flat_config,
         )
         groups = analyse_groups(points, values, options, args.exclude_highest_loss)
-        write_groups(groups, args.group_by, out)
-        print(group_summary(groups, args.group_by, out))
+        written = write_groups(groups, args.group_by, out)
+        summary = {"out": str(out), "written": [str(p) for p in written]}
+        summary["compare"] = json.loads((out / "compare.json").read_text())
+        finish(args, summary, group_summary(groups, args.group_by, out))
         return 0
     report = analyse(points.without_highest_loss(args.exclude_highest_loss), options)
     written = write_results(report, out)
-    print(summary_table(report))
-    print(f"wrote {len(written)} files to {out}")
+    summary = {"out": str(out), "written": [str(p) for p in written]}
+    summary["fit"] = json.loads((out / "fit.json").read_text())
+    finish(args, summary, f"{summary_table(report)}\nwrote {len(written)} files to {out}")
     return 0
 
 

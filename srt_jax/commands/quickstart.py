@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
 
 from srt_jax.commands.argtypes import non_negative_int, positive_int
 from srt_jax.commands.fit import summary_table
+from srt_jax.commands.output import finish, note
 from srt_jax.config import DataConfig, from_dict
 from srt_jax.data.sources import open_dataset
 from srt_jax.errors import RunFailedError
@@ -94,19 +96,19 @@ def run_quickstart(args: argparse.Namespace) -> int:
     """Data, sweep, export, fit; prints where the results are."""
     started = time.monotonic()
     out = Path(args.out)
-    print(
+    note(
+        args,
         f"srt-jax quickstart: IsoFLOP sweep on {args.data}, then a scaling-law fit; it takes "
         f"at most {PROMISED_MINUTES} minutes on a 2-core CPU (less when resumed). Results go "
         f"to {out}/.",
-        flush=True,
     )
     spec = with_dataset(load_spec(args.spec), args.data)
     data_cfg = from_dict(DataConfig, spec.base.get("data"), where="data")
     store = open_dataset(data_cfg)
-    print(
+    note(
+        args,
         f"[1/3] data {data_cfg.dataset}: {store.n_users:,} users, {store.n_items:,} items, "
         f"{store.n_interactions:,} interactions ({time.monotonic() - started:.0f} s)",
-        flush=True,
     )
 
     root = out / spec.name / "sweep"
@@ -116,30 +118,47 @@ def run_quickstart(args: argparse.Namespace) -> int:
         with Registry(root) as registry:
             retried = registry.retry_failed()
             counts = registry.counts()
-    print(
+    note(
+        args,
         f"[2/3] sweep {spec.name}: {sum(counts.values())} runs in {root} "
         f"({counts_text(counts)}; {registered.skipped} combinations skipped), "
         f"{args.workers} worker(s)",
-        flush=True,
     )
     if retried:
-        print(f"      {retried} run(s) that failed last time are tried again", flush=True)
-    counts = execute_sweep(root, workers=args.workers)
+        note(args, f"      {retried} run(s) that failed last time are tried again")
+    counts = execute_sweep(root, workers=args.workers, progress=not args.quiet)
     if counts["failed"]:
         raise RunFailedError(
             f"{counts['failed']} run(s) of the sweep failed: `srt-jax sweep status --root "
             f"{root}` shows why; run the quickstart again to retry them and resume"
         )
     runs_path, _ = export_sweep(root, None, "csv")
-    print(f"      {counts_text(counts)}; exported to {runs_path.parent}", flush=True)
+    note(args, f"      {counts_text(counts)}; exported to {runs_path.parent}")
 
     fit_dir = out / spec.name / "fit"
-    print(f"[3/3] fitting the scaling law ({args.bootstrap} bootstrap resamples)", flush=True)
-    report = analyse(load_points(runs_path.parent), FitOptions(bootstrap=args.bootstrap))
+    note(args, f"[3/3] fitting the scaling law ({args.bootstrap} bootstrap resamples)")
+    options = FitOptions(bootstrap=args.bootstrap, show_progress=not args.quiet)
+    report = analyse(load_points(runs_path.parent), options)
     written = write_results(report, fit_dir)
-    print(summary_table(report))
     figures = [p for p in written if p.suffix == ".png"]
-    print(f"figures: {', '.join(str(p) for p in figures)}")
-    print(f"report:  {fit_dir / 'report.md'}")
-    print(f"done in {time.monotonic() - started:.0f} s")
+    seconds = time.monotonic() - started
+    summary = {
+        "sweep": spec.name,
+        "root": str(root),
+        "counts": counts,
+        "export": str(runs_path.parent),
+        "figures": [str(p) for p in figures],
+        "report": str(fit_dir / "report.md"),
+        "seconds": seconds,
+        "fit": json.loads((fit_dir / "fit.json").read_text()),
+    }
+    text = "\n".join(
+        [
+            summary_table(report),
+            f"figures: {', '.join(str(p) for p in figures)}",
+            f"report:  {fit_dir / 'report.md'}",
+            f"done in {seconds:.0f} s",
+        ]
+    )
+    finish(args, summary, text)
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from srt_jax.commands.argtypes import positive_int
+from srt_jax.commands.output import note
 from srt_jax.errors import DataError
 
 _SEPARATORS = re.compile(r"[,\s]+")
@@ -58,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Mamba runs: read the whole history recurrently instead of its last "
         "data.max_len events",
     )
-    rec.add_argument("--json", action="store_true", help="print JSON lines instead of tables")
+    rec.add_argument(
+        "--json", action="store_true", help="print JSON lines (one per top-k) instead of tables"
+    )
     rec.set_defaults(handler=run_recommend)
 
 
@@ -106,9 +109,10 @@ def run_recommend(args: argparse.Namespace) -> int:
         print(_table(top))
 
     if not args.json:
-        print(
+        note(
+            args,
             f"run {rec.run_id} ({rec.backbone} {rec.shape}), checkpoint: {rec.checkpoint}"
-            + (", seen items filtered" if args.filter_seen else "")
+            + (", seen items filtered" if args.filter_seen else ""),
         )
     show(None)
     for item in then:

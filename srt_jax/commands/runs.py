@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from srt_jax.commands.output import finish
 from srt_jax.errors import DataError
 
 
@@ -30,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument(
         "--out", default="runs_compare", help="where the figure and compare.json go (runs_compare)"
     )
-    compare.add_argument("--json", action="store_true", help="print one JSON object")
     compare.set_defaults(handler=run_compare)
 
 
@@ -46,9 +46,5 @@ def run_compare(args: argparse.Namespace) -> int:
     figures = curves_figure(runs, out)
     (out / "compare.json").write_text(json.dumps(result, indent=2) + "\n")
     result["written"] = [str(path) for path in [out / "compare.json", *figures]]
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(comparison_text(result))
-        print(f"\nwrote {', '.join(result['written'])}")
+    finish(args, result, f"{comparison_text(result)}\n\nwrote {', '.join(result['written'])}")
     return 0

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from srt_jax.commands.argtypes import int_list, positive_float, positive_int
+from srt_jax.commands.output import finish, note
 from srt_jax.config import ModelConfig, from_dict
 from srt_jax.errors import DataError
 from srt_jax.models.factory import shape_label
@@ -138,9 +139,36 @@ def run_plan(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     root = Path(args.root) if args.root else default_root(spec)
     plan = make_plan(
-        spec, root=root, calibrate=args.calibrate, calibration_steps=args.calibration_steps
+        spec,
+        root=root,
+        calibrate=args.calibrate,
+        calibration_steps=args.calibration_steps,
+        progress=not args.quiet,
     )
-    print(format_plan(plan))
+    summary = {
+        "sweep": spec.name,
+        "runs": [
+            {
+                "run_id": row.run.run_id,
+                "shape": shape_label(row.run.config.model),
+                "assignments": row.run.assignments,
+                "budget": row.run.budget,
+                "tokens": row.run.tokens,
+                "compute": row.run.compute,
+                "params": row.params.total,
+                "params_non_embedding": row.params.non_embedding,
+                "seconds": row.seconds,
+            }
+            for row in plan.rows
+        ],
+        "skipped": [
+            {"assignments": s.assignments, "budget": s.budget, "reason": s.reason}
+            for s in plan.skipped
+        ],
+        "total_compute": plan.total_compute,
+        "total_seconds": plan.total_seconds,
+    }
+    finish(args, summary, format_plan(plan))
     return 0
 
 
@@ -149,11 +177,11 @@ def run_run(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else default_root(spec)
     resolve_run_fn(args.run_fn)
     registered = register_sweep(spec, root)
-    print(
+    note(
+        args,
         f"sweep {spec.name}: {sum(registered.counts.values())} runs in {root} "
         f"({registered.added} new; {counts_text(registered.counts)}); {registered.skipped} "
         "combinations skipped (see `sweep plan`)",
-        flush=True,
     )
     start = time.monotonic()
     counts = execute_sweep(
@@ -165,10 +193,15 @@ def run_run(args: argparse.Namespace) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         max_attempts=args.max_attempts,
         run_fn=args.run_fn,
+        progress=not args.quiet,
     )
-    print(
-        f"sweep {spec.name}: {counts_text(counts)} after {time.monotonic() - start:.0f} s; "
-        f"results in {root} (`srt-jax sweep export --root {root}`, `srt-jax fit {root}`)"
+    seconds = time.monotonic() - start
+    summary = {"sweep": spec.name, "root": str(root), "counts": counts, "seconds": seconds}
+    finish(
+        args,
+        summary,
+        f"sweep {spec.name}: {counts_text(counts)} after {seconds:.0f} s; results in {root} "
+        f"(`srt-jax sweep export --root {root}`, `srt-jax fit {root}`)",
     )
     if counts["failed"]:
         print(
@@ -186,13 +219,29 @@ def run_status(args: argparse.Namespace) -> int:
         if not roots:
             raise DataError(f"no sweep under {SWEEPS_OUT}/ (give --root)")
         if len(roots) > 1:
+            sweeps = []
             for root in roots:
                 with Registry(root) as registry:
-                    print(f"{root}: {registry.name()}: {counts_text(registry.counts())}")
+                    sweeps.append((root, registry.name(), registry.counts()))
+            finish(
+                args,
+                {"sweeps": [{"root": str(r), "sweep": n, "counts": c} for r, n, c in sweeps]},
+                "\n".join(f"{r}: {n}: {counts_text(c)}" for r, n, c in sweeps),
+            )
             return 0
         args.root = str(roots[0])
     with Registry(args.root) as registry:
-        print(format_status(registry))
+        summary = {
+            "sweep": registry.name(),
+            "root": str(registry.root),
+            "counts": registry.counts(),
+            "runs": [
+                {key: run[key] for key in ("run_id", "status", "attempts", "D", "C", "error")}
+                | {"loss": ((run["summary"] or {}).get("eval") or {}).get("loss")}
+                for run in registry.runs()
+            ],
+        }
+        finish(args, summary, format_status(registry))
     return 0
 
 
@@ -206,9 +255,9 @@ def format_status(registry: Registry) -> str:
     for run in runs:
         summary = run["summary"] or {}
         model = from_dict(ModelConfig, run["config"].get("model"), where="model")
-        note = run["error"] or ""
+        remark = run["error"] or ""
         if run["status"] == "running":
-            note = f"{run['worker']}, heartbeat {now - (run['heartbeat'] or now):.0f}s ago"
+            remark = f"{run['worker']}, heartbeat {now - (run['heartbeat'] or now):.0f}s ago"
         loss = (summary.get("eval") or {}).get("loss")
         table.append(
             (
@@ -220,7 +269,7 @@ def format_status(registry: Registry) -> str:
                 f"{run['C']:.3g}",
                 "" if loss is None else f"{loss:.4f}",
                 "" if summary.get("wall_s") is None else f"{summary['wall_s']:.0f}s",
-                note if len(note) <= 100 else note[:97] + "...",
+                remark if len(remark) <= 100 else remark[:97] + "...",
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
@@ -233,14 +282,22 @@ def run_retry(args: argparse.Namespace) -> int:
     root = _one_root(args.root)
     with Registry(root) as registry:
         count = registry.retry_failed()
-    print(f"{count} failed run(s) of {root} are pending again; `srt-jax sweep run` runs them")
+    finish(
+        args,
+        {"root": str(root), "retried": count},
+        f"{count} failed run(s) of {root} are pending again; `srt-jax sweep run` runs them",
+    )
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
     root = _one_root(args.root)
     runs_path, curves_path = export_sweep(root, args.out, args.fmt)
-    print(f"wrote {runs_path} and {curves_path}; fit them with `srt-jax fit {runs_path.parent}`")
+    finish(
+        args,
+        {"root": str(root), "runs": str(runs_path), "curves": str(curves_path)},
+        f"wrote {runs_path} and {curves_path}; fit them with `srt-jax fit {runs_path.parent}`",
+    )
     return 0
 
 
@@ -255,7 +312,11 @@ def run_worker(args: argparse.Namespace) -> int:
         run_fn=resolve_run_fn(args.run_fn),
         parent_pid=args.parent_pid,
     )
-    print(f"worker {args.label}: {finished} run(s) finished; nothing left to claim")
+    finish(
+        args,
+        {"worker": args.label, "finished": finished},
+        f"worker {args.label}: {finished} run(s) finished; nothing left to claim",
+    )
     return 0
 
 

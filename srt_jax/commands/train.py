@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from srt_jax.commands.output import finish
 from srt_jax.config import config_hash, load_config
 from srt_jax.train.evaluate import FILTERED
 from srt_jax.train.metrics import METRIC_NAMES
@@ -36,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--out", metavar="RUN_DIR", help=f"run directory (default {DEFAULT_RUNS_DIR}/<run_id>)"
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=run_train)
 
     evaluate = subparsers.add_parser(
@@ -50,7 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--split", choices=("valid", "test"), default="test", help="targets to rank (test)"
     )
-    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(handler=run_eval)
 
 
@@ -61,12 +59,15 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.out) if args.out else Path(DEFAULT_RUNS_DIR) / config_hash(config)
     summary = train(config, run_dir, progress=not args.quiet)
-    print(f"run {summary['run_id']}: {summary['status']} in {run_dir}")
-    print(metrics_table(summary["eval"], summary["protocol"]["cutoffs"]))
-    print(
-        f"held-out loss {_fmt(summary['eval']['loss'])} nats/token; test figures at step "
-        f"{summary['eval']['step']} (best validation ndcg@10)"
+    text = "\n".join(
+        [
+            f"run {summary['run_id']}: {summary['status']} in {run_dir}",
+            metrics_table(summary["eval"], summary["protocol"]["cutoffs"]),
+            f"held-out loss {_fmt(summary['eval']['loss'])} nats/token; test figures at step "
+            f"{summary['eval']['step']} (best validation ndcg@10)",
+        ]
     )
+    finish(args, {"run_dir": str(run_dir), **summary}, text)
     return 0
 
 
@@ -75,15 +76,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from srt_jax.train.run_eval import evaluate_run
 
     result = evaluate_run(args.run_dir, args.split)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(
-        f"run {result['run_id']}, {args.split} split, checkpoint step {result['step']}, "
-        f"{result['protocol']['ranking']} ranking"
+    text = "\n".join(
+        [
+            f"run {result['run_id']}, {args.split} split, checkpoint step {result['step']}, "
+            f"{result['protocol']['ranking']} ranking",
+            metrics_table(result["metrics"], result["protocol"]["cutoffs"]),
+            f"held-out loss {_fmt(result['loss'])} nats/token",
+        ]
     )
-    print(metrics_table(result["metrics"], result["protocol"]["cutoffs"]))
-    print(f"held-out loss {_fmt(result['loss'])} nats/token")
+    finish(args, result, text)
     return 0
 
 

@@ -108,7 +108,9 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"ratings        {'yes' if stats['has_ratings'] else 'no'}",
     ]
     source = stats.get("source") or {}
-    if source:
+    if isinstance(source, str):  # a generated store: "synthetic"
+        lines.append(f"source         {source}")
+    elif source:
         lines.append(f"source         {source.get('format')}: {', '.join(source.get('files', []))}")
     return "\n".join(lines)
 

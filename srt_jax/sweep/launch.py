@@ -61,11 +61,13 @@ def execute_sweep(
     heartbeat_timeout: float = 60.0,
     max_attempts: int = 3,
     run_fn: str = DEFAULT_RUN_FN,
+    progress: bool = True,
 ) -> dict[str, int]:
     """Run every unfinished run of the registered sweep at ``root``; final counts per status.
 
     ``backend`` is ``local`` (``workers`` processes on this machine) or ``ray`` (tasks on
-    the Ray cluster at ``address``, each with ``cpus_per_run`` CPUs).
+    the Ray cluster at ``address``, each with ``cpus_per_run`` CPUs); ``progress`` shows
+    the sweep's progress bar.
     """
     resolve_run_fn(run_fn)
     options = {
@@ -73,6 +75,7 @@ def execute_sweep(
         "heartbeat_timeout": heartbeat_timeout,
         "max_attempts": max_attempts,
         "run_fn": run_fn,
+        "progress": progress,
     }
     if backend == "ray":
         from srt_jax.sweep.ray_backend import run_ray

@@ -74,7 +74,8 @@ class SweepMonitor:
             f"pending {counts['pending']}, {rate:,.0f} tok/s",
             refresh=False,
         )
-        if time.monotonic() - self._shown_at >= self.bar.mininterval:  # a log line every ~10 s
+        shown = not self.bar.disable and time.monotonic() - self._shown_at >= self.bar.mininterval
+        if shown:  # a log line every ~10 s
             self.bar.refresh()
             self._shown_at = time.monotonic()
         return counts

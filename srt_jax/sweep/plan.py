@@ -78,13 +78,15 @@ def make_plan(
     root: str | Path | None = None,
     calibrate: bool = True,
     calibration_steps: int = 5,
+    progress: bool = True,
 ) -> Plan:
     """The plan of ``spec``; with ``calibrate``, time ``calibration_steps`` real steps per
-    distinct step shape (cached in ``<root>/calibration.json`` when ``root`` is given)."""
+    distinct step shape (cached in ``<root>/calibration.json`` when ``root`` is given), with
+    a progress bar unless ``progress`` is False."""
     expansion = expand(spec)
     seconds: dict[str, float] = {}
     if calibrate:
-        seconds = _calibrated_seconds(expansion.runs, root, calibration_steps)
+        seconds = _calibrated_seconds(expansion.runs, root, calibration_steps, progress)
     rows = tuple(
         PlanRow(
             run=run,
@@ -125,7 +127,7 @@ def step_shape_key(config: RunConfig, n_items: int) -> str:
 
 
 def _calibrated_seconds(
-    runs: tuple[PlannedRun, ...], root: str | Path | None, steps: int
+    runs: tuple[PlannedRun, ...], root: str | Path | None, steps: int, progress: bool
 ) -> dict[str, float]:
     """Estimated training seconds of each run (by run id), measuring new step shapes."""
     cache_path = None if root is None else Path(root) / CALIBRATION_FILE
@@ -138,7 +140,7 @@ def _calibrated_seconds(
         if keys[run.run_id] not in cache:
             todo.setdefault(keys[run.run_id], run)
     if todo:
-        bar = progress_bar(len(todo), "calibrating step shapes", unit="shape")
+        bar = progress_bar(len(todo), "calibrating step shapes", unit="shape", disable=not progress)
         for key, run in todo.items():
             cache[key] = {
                 "seconds_per_step": float(time_steps(run.config, steps)),
