@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from srt_jax.data.readers import BadRows, ReadOptions, check_columns, open_source
+from srt_jax.data.readers import BadRow, BadRows, ReadOptions, check_columns, open_source
 from srt_jax.errors import DataError
 
 
@@ -250,6 +250,14 @@ def test_invalid_utf8_in_an_id_is_a_bad_row(tmp_path):
     assert rows == [EXPECTED[0], EXPECTED[2]]
     assert bad.by_reason == {"not UTF-8 text": 1}
     assert bad.examples[0].line == 2
+    assert str(bad.examples[0]).endswith(  # the bytes as they are, and the encoding assumed
+        "u.data:2: not UTF-8 text: b'\\xff\\xfe\\t11\\t4\\t90' (bytes: the file is read as UTF-8)"
+    )
+
+
+def test_a_bad_row_shows_invisible_characters():
+    row = BadRow("log.csv", 3, "missing or non-numeric time", "1,3,4\x00\u200b")
+    assert str(row) == "log.csv:3: missing or non-numeric time: '1,3,4\\x00\\u200b'"
 
 
 def test_generic_csv_with_quotes_separator_and_extra_columns(tmp_path):

@@ -93,7 +93,18 @@ class BadRow:
             if self.kind == "line"
             else (f"{self.file}: {self.kind} {self.line}")
         )
-        return f"{where}: {self.reason}: {self.text[:200]!r}"
+        return f"{where}: {self.reason}: {shown_text(self.text[:200])}"
+
+
+def shown_text(text: str) -> str:
+    """``text`` by ``repr`` (NULs, BOMs and invisible characters visible); text holding
+    bytes that are not UTF-8 (kept as surrogate escapes) as those bytes, saying so."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        return f"{raw!r} (bytes: the file is read as UTF-8)"
+    return repr(text)
 
 
 @dataclass
