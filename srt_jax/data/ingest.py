@@ -186,8 +186,8 @@ def prepare_store(
         bar.update(1)
     if len(columns.users) == 0:
         raise DataError(
-            f"no interactions to store: {rows_read} rows read, {bad.count} bad, "
-            f"removed by filters: {report['removed']}"
+            f"{', '.join(map(str, paths))}: no interactions to store: {rows_read} rows read, "
+            f"{bad.count} bad, removed by filters: {report['removed']}"
         )
     time_units = {source.time_unit for source in sources}
     meta = {

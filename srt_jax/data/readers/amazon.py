@@ -67,8 +67,10 @@ def amazon_json_layout(path: Path, first: str) -> JsonLayout:
     """The layout of an Amazon JSON-lines review file from its ``first`` record."""
     try:
         record = json.loads(first)
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # malformed JSON, or a number too long for Python
         raise DataError(f"{path}:1: malformed JSON: {err}") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}:1: not a JSON object: {first[:80]!r}")
     if "reviewerID" in record:
         return JsonLayout(
             "amazon 2014/2018 reviews (json lines)",
@@ -112,13 +114,14 @@ class JsonLinesSource(Source):
             Path(self.path), self.block_bytes, skip_first=False
         ):
             try:
+                block.decode("utf-8")  # pyarrow's JSON reader lets bad UTF-8 into strings
                 table = pa_json.read_json(
                     io.BytesIO(block),
                     parse_options=pa_json.ParseOptions(
                         explicit_schema=self._schema, unexpected_field_behavior="ignore"
                     ),
                 )
-            except pa.ArrowInvalid:  # a malformed line or an odd value: parse line by line
+            except (pa.ArrowInvalid, UnicodeDecodeError):  # a bad line: parse line by line
                 chunk, reasons, examples = self._parse_lines(block, first_line)
                 bad.add_counts(reasons)
                 bad.add_examples(examples)
@@ -136,7 +139,7 @@ class JsonLinesSource(Source):
         def values(text: str) -> list[str | None] | int:
             try:
                 record = json.loads(text)
-            except json.JSONDecodeError:
+            except ValueError:  # malformed JSON, or a number too long for Python
                 return MALFORMED_JSON
             if not isinstance(record, dict):
                 return MALFORMED_JSON

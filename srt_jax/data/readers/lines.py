@@ -14,6 +14,7 @@ rejects it (malformed JSON, invalid UTF-8) is it parsed again line by line in Py
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +32,10 @@ def _is_gzip(path: Path) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
+READ_ERRORS = (OSError, EOFError, zlib.error)
+"""What reading a damaged (gzipped) file raises: a truncated or corrupt stream."""
+
+
 def _open_binary(path: Path, raw: BinaryIO) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw
 
@@ -43,7 +48,7 @@ def read_first_line(path: Path) -> str:
                 text = line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
                 if text.strip():
                     return text
-        except (OSError, EOFError) as err:
+        except READ_ERRORS as err:
             raise DataError(f"{path}: cannot read: {err}") from None
     raise DataError(f"{path}: the file is empty")
 
@@ -52,12 +57,12 @@ def line_blocks(path: Path, block_bytes: int, skip_first: bool) -> Iterator[tupl
     """Yield (block of whole lines, 1-based number of its first line, input bytes consumed)."""
     with open(path, "rb") as raw, _open_binary(path, raw) as stream:
         line_no, consumed, rest = 1, 0, b""
-        if skip_first and stream.readline():
-            line_no = 2
         while True:
             try:
+                if line_no == 1 and skip_first and stream.readline():
+                    line_no = 2
                 data = stream.read(block_bytes)
-            except (OSError, EOFError) as err:
+            except READ_ERRORS as err:
                 raise DataError(f"{path}: cannot read (corrupt gzip?): {err}") from None
             block = rest + data
             if not data:

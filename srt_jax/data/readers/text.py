@@ -96,8 +96,9 @@ class TextSource(Source):
             Path(self.path), self.block_bytes, spec.header
         ):
             try:
+                block.decode("utf-8")  # pyarrow's handler of a bad row cannot show bad UTF-8
                 chunk, reasons, n_invalid = self._parse_fast(block)
-            except pa.ArrowInvalid:  # e.g. invalid UTF-8: the line parser decides
+            except (pa.ArrowInvalid, UnicodeDecodeError):  # the line parser decides
                 chunk, line_reasons, examples = self._parse_lines(block, first_line)
                 bad.add_counts(line_reasons)
                 bad.add_examples(examples)
@@ -161,11 +162,14 @@ class TextSource(Source):
         positions = [spec.names.index(name) for name in spec.columns.names]
 
         def values(text: str) -> list[str] | int:
-            fields = _split_fields(
-                text.replace("::", "\t") if spec.double_colon else text,
-                spec.delimiter,
-                spec.quoting,
-            )
+            try:
+                fields = _split_fields(
+                    text.replace("::", "\t") if spec.double_colon else text,
+                    spec.delimiter,
+                    spec.quoting,
+                )
+            except csv.Error:  # e.g. a field over the csv module's size limit
+                return FIELD_COUNT
             if len(fields) != len(spec.names):
                 return FIELD_COUNT
             return [fields[k] for k in positions]
@@ -185,7 +189,10 @@ def csv_layout(path: Path, first: str, options: ReadOptions) -> TextLayout:
     if len(delimiter) != 1:
         raise DataError(f"--sep must be one character (or \\t); got {options.sep!r}")
     columns = required_columns("csv", options)
-    names = tuple(_split_fields(first, delimiter, quoting=True))
+    try:
+        names = tuple(_split_fields(first, delimiter, quoting=True))
+    except csv.Error as err:
+        raise DataError(f"{path}:1: the header cannot be split at {delimiter!r}: {err}") from None
     return TextLayout(
         f"csv (sep {delimiter!r}, header)",
         delimiter,

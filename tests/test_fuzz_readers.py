@@ -1,0 +1,46 @@
+"""Any bytes into ``data prepare``: a valid store or a one-line error naming the file, never a
+traceback and never a partial store (the inputs and the check: tests/fuzz_inputs.py; the
+10,000-input run and its figures: benchmarks/fuzz_readers.py, docs/reliability.md)."""
+
+import gzip
+
+import pytest
+from fuzz_inputs import TEXT_FORMATS, check_outcome, make_input
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+@pytest.mark.parametrize("fmt", TEXT_FORMATS)
+def test_damaged_inputs_give_a_store_or_a_clear_error(fmt, tmp_path):
+    outcomes = set()
+    for seed in range(60):
+        data, gzipped = make_input(fmt, seed)
+        outcomes.add(check_outcome(fmt, data, gzipped, tmp_path / str(seed)))
+    assert outcomes == {"store", "error"}  # both kinds of input were met
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(fmt=st.sampled_from(TEXT_FORMATS), data=st.binary(max_size=300), gzipped=st.booleans())
+def test_arbitrary_bytes_give_a_store_or_a_clear_error(fmt, data, gzipped, tmp_path_factory):
+    if gzipped:
+        data = gzip.compress(data)
+    check_outcome(fmt, data, gzipped, tmp_path_factory.mktemp("bytes"))
+
+
+@pytest.mark.parametrize(
+    "fmt, seed",
+    [
+        ("movielens", 20),  # every row bad: the error did not name the file
+        ("movielens", 124),  # a corrupt gzip stream: zlib.error
+        ("recbole", 29),  # the same, in the header line
+        ("amazon", 5),  # a number too long for Python's int
+        ("amazon", 14),  # bad UTF-8 let into an id by pyarrow's JSON reader
+        ("csv", 3),  # a lone CR in the header: csv.Error
+        ("csv", 5),  # a field over the csv module's size limit
+    ],
+)
+def test_the_inputs_that_once_gave_a_traceback(fmt, seed, tmp_path):
+    data, gzipped = make_input(fmt, seed)
+    assert check_outcome(fmt, data, gzipped, tmp_path) in {"store", "error"}
