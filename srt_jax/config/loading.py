@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -131,7 +132,7 @@ def _coerce(hint: Any, value: Any, dotted: str) -> Any:
         raise bad("true or false")
     if hint is int:
         number = _number(value)
-        if number is None or float(number) != int(number):
+        if number is None or not math.isfinite(number) or float(number) != int(number):
             raise bad("an integer")
         return int(number)
     if hint is float:
