@@ -1,0 +1,193 @@
+"""Crash safety in figures: SIGKILL a sweep's launcher, a worker or an export at random
+moments, resume, and count what was lost.
+
+A tiny synthetic sweep (4 runs of a few seconds, checkpointing every few steps) is run to
+completion uninterrupted once (the reference), then again in another root while
+``--kills`` times one of these is killed with SIGKILL at a random moment — the launcher
+(``srt-jax sweep run``, its workers orphaned), one worker process (mid-step, mid-checkpoint
+or mid-evaluation), or a ``sweep export`` — after which the sweep is simply run again, as a
+user would. At the end the sweep is finished and checked:
+
+- runs lost: runs of the spec that are not ``done`` in the registry;
+- runs duplicated: runs whose ``metrics.jsonl`` repeats or skips a record (its train and eval
+  lines differ from the reference run's, timings aside — resume must equal no interruption);
+- checkpoints unreadable: runs whose best checkpoint does not restore;
+- registry states wrong: runs left ``running``, or a registry that does not open;
+- exports: the final export's ``runs.csv`` must list every run once.
+
+    python benchmarks/fault_injection.py [--kills 20] [--seed 0]
+
+Latest figures: docs/reliability.md. Exit status 1 if any count is not 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from srt_jax.sweep.registry import Registry
+from srt_jax.train.run_eval import restore_best
+
+TIMING_KEYS = ("wall_s", "loop_s", "eval_s")
+RUN_OPTIONS = ["--workers", "2", "--heartbeat-timeout", "3", "--max-attempts", "1000", "--quiet"]
+
+
+def write_spec(root: Path) -> Path:
+    """4 runs (2 widths x 2 seeds) of a few seconds each on a tiny synthetic log."""
+    spec = {
+        "name": "faults",
+        "config": {
+            "data": {
+                "dataset": "synthetic",
+                "cache_dir": str(root / "cache"),
+                "synthetic": {"users": 200, "items": 60, "mean_length": 20},
+                "max_len": 10,
+            },
+            "model": {"n_layers": 1, "n_heads": 2},
+            "train": {
+                "tokens": 30_000,
+                "epochs": None,
+                "batch_size": 16,
+                "eval_every_tokens": 7_500,
+                "checkpoint_every": 8,
+                "keep_checkpoints": 2,
+                "log_every": 4,
+            },
+            "eval": {"batch_users": 64},
+        },
+        "grid": {"model.d_model": [16, 24], "train.seed": [0, 1]},
+    }
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "srt_jax.cli", *args]
+
+
+def run_sweep(spec: Path, root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cli("sweep", "run", str(spec), "--root", str(root), *RUN_OPTIONS),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: workers can be found and killed
+    )
+
+
+def workers_of(launcher: subprocess.Popen) -> list[int]:
+    """Process ids of the launcher's worker processes (its children)."""
+    found = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING_KEYS} for x in lines]
+
+
+def inject(spec: Path, root: Path, kills: int, rng: random.Random) -> dict[str, int]:
+    """``kills`` random SIGKILLs while the sweep at ``root`` runs; the kinds killed."""
+    killed = {"launcher": 0, "worker": 0, "export": 0}
+    for k in range(kills):
+        kind = rng.choice(list(killed))
+        if kind == "export":
+            exporting = subprocess.Popen(
+                cli("sweep", "export", "--root", str(root), "--quiet"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(rng.uniform(0.2, 3.0))
+            if exporting.poll() is None:
+                exporting.send_signal(signal.SIGKILL)
+                killed[kind] += 1
+            exporting.wait()
+            continue
+        launcher = run_sweep(spec, root)
+        time.sleep(rng.uniform(3.0, 12.0))
+        if launcher.poll() is not None:  # the sweep finished before the kill
+            print(f"kill {k + 1}: the sweep had finished", flush=True)
+            break
+        if kind == "worker" and (pids := workers_of(launcher)):
+            os.kill(rng.choice(pids), signal.SIGKILL)
+            time.sleep(rng.uniform(1.0, 4.0))  # the launcher replaces it; then stop all
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        killed[kind] += 1
+        print(f"kill {k + 1}: {kind}", flush=True)
+    return killed
+
+
+def check(root: Path, reference: Path) -> dict[str, int]:
+    """The counts of the module docstring for the finished sweep at ``root``."""
+    counts = {"lost": 0, "duplicated": 0, "unreadable": 0, "registry": 0, "export": 0}
+    try:
+        with Registry(root) as registry:
+            runs = registry.runs()
+    except Exception:
+        counts["registry"] += 1
+        return counts
+    with Registry(reference) as registry:
+        expected = {run["run_id"] for run in registry.runs()}
+    done = {run["run_id"] for run in runs if run["status"] == "done"}
+    counts["lost"] = len(expected - done)
+    counts["registry"] = sum(run["status"] == "running" for run in runs)
+    for run_id in expected & done:
+        if metrics(root / "runs" / run_id) != metrics(reference / "runs" / run_id):
+            counts["duplicated"] += 1
+        try:
+            restore_best(root / "runs" / run_id)
+        except Exception:
+            counts["unreadable"] += 1
+    subprocess.run(
+        cli("sweep", "export", "--root", str(root), "--quiet"),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    with open(root / "export" / "runs.csv") as handle:
+        exported = [row["run_id"] for row in csv.DictReader(handle)]
+    counts["export"] = int(sorted(exported) != sorted(expected))
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs (20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (0)")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        spec = write_spec(work)
+        started = time.perf_counter()
+        reference = run_sweep(spec, work / "reference")
+        reference.wait()
+        print(f"reference sweep: {time.perf_counter() - started:.0f} s", flush=True)
+        killed = inject(spec, work / "faults", args.kills, rng)
+        final = run_sweep(spec, work / "faults")
+        final.wait()
+        counts = check(work / "faults", work / "reference")
+        with Registry(work / "faults") as registry:
+            attempts = sum(run["attempts"] for run in registry.runs())
+    print(f"kills: {killed}; claims over the 4 runs: {attempts}")
+    print(
+        f"runs lost {counts['lost']}, runs duplicated {counts['duplicated']}, checkpoints "
+        f"unreadable {counts['unreadable']}, registry states wrong {counts['registry']}, "
+        f"export wrong {counts['export']}"
+    )
+    return 1 if any(counts.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
