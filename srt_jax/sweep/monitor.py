@@ -74,8 +74,9 @@ class SweepMonitor:
             f"pending {counts['pending']}, {rate:,.0f} tok/s",
             refresh=False,
         )
-        shown = not self.bar.disable and time.monotonic() - self._shown_at >= self.bar.mininterval
-        if shown:  # a log line every ~10 s
+        finished = counts["pending"] == counts["running"] == 0  # close() draws that line
+        due = time.monotonic() - self._shown_at >= getattr(self.bar, "mininterval", 0.0)
+        if not (self.bar.disable or finished) and due:  # a log line every ~10 s
             self.bar.refresh()
             self._shown_at = time.monotonic()
         return counts
