@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import random
 import signal
@@ -37,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from srt_jax.sweep.registry import Registry
+from srt_jax.train.run_dir import RunDirectory
 from srt_jax.train.run_eval import restore_best
 
 TIMING_KEYS = ("wall_s", "loop_s", "eval_s")
@@ -93,8 +93,9 @@ def workers_of(launcher: subprocess.Popen) -> list[int]:
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING_KEYS} for x in lines]
+    """The run's metrics.jsonl records without their timings."""
+    records = RunDirectory(run_dir).read_metrics()
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
 def inject(spec: Path, root: Path, kills: int, rng: random.Random) -> dict[str, int]:

@@ -4,7 +4,6 @@ experiments share."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from common import REPO, mean_std
 
 from srt_jax.config import load_config
 from srt_jax.train.loop import train
+from srt_jax.train.run_dir import RunDirectory
 
 TARGET_FRACTION = 0.95
 """The target is this fraction of the baseline arm's mean best validation NDCG@10."""
@@ -19,8 +19,7 @@ TARGET_FRACTION = 0.95
 
 def records(run_dir: Path, kind: str) -> list[dict[str, Any]]:
     """The ``kind`` records (``train``, ``eval``) of a run's ``metrics.jsonl``."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+    return [r for r in RunDirectory(run_dir).read_metrics() if r["kind"] == kind]
 
 
 def train_arm(config: str, overrides: list[str], run_dir: Path, progress: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from srt_jax import __version__
 from srt_jax.commands import COMMAND_GROUPS
@@ -34,14 +34,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def iter_parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str | None]]:
+    """``(command path, parser, help)`` of ``parser`` and every subparser below it, depth
+    first in the order they were added. ``help`` is the one-line help the command has in its
+    parent's list; None for the top-level parser and for an internal subcommand, one added
+    without ``help=`` (``--help`` does not list it)."""
+    yield path, parser, None
+    yield from _iter_subparsers(parser, path)
+
+
+def _iter_subparsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str | None]]:
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        seen: set[int] = set()
+        for name, sub in action.choices.items():
+            if id(sub) in seen:  # an alias of a subcommand already walked
+                continue
+            seen.add(id(sub))
+            yield (*path, name), sub, helps.get(name)
+            yield from _iter_subparsers(sub, (*path, name))
+
+
 def commands_of(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """The parsers of every command below ``parser`` that has no subcommands of its own."""
-    leaves = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in dict.fromkeys(action.choices.values()):  # aliases once
-                leaves += commands_of(sub) or [sub]
-    return leaves
+    return [
+        sub
+        for path, sub, _ in iter_parsers(parser)
+        if path and not any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -198,10 +198,15 @@ def run_fit(args: argparse.Namespace) -> int:
         return 0
     report = analyse(points.without_highest_loss(args.exclude_highest_loss), options)
     written = write_results(report, out)
-    summary = {"out": str(out), "written": [str(p) for p in written]}
-    summary["fit"] = json.loads((out / "fit.json").read_text())
+    summary = {"out": str(out), **fit_summary(out, written)}
     finish(args, summary, f"{summary_table(report)}\nwrote {len(written)} files to {out}")
     return 0
+
+
+def fit_summary(out: Path, written: list[Path]) -> dict:
+    """The JSON summary of a fit written into ``out`` (:func:`write_results`): the paths
+    written and the fit record (``fit.json``)."""
+    return {"written": [str(p) for p in written], "fit": json.loads((out / "fit.json").read_text())}
 
 
 def flat_config(path: Path) -> dict[str, object]:

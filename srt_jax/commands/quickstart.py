@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
 
 from srt_jax.commands.argtypes import non_negative_int, positive_int
-from srt_jax.commands.fit import summary_table
+from srt_jax.commands.fit import fit_summary, summary_table
 from srt_jax.commands.output import finish, note
 from srt_jax.config import DataConfig, from_dict
 from srt_jax.data.sources import open_dataset
@@ -150,7 +149,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
         "figures": [str(p) for p in figures],
         "report": str(fit_dir / "report.md"),
         "seconds": seconds,
-        "fit": json.loads((fit_dir / "fit.json").read_text()),
+        **fit_summary(fit_dir, written),
     }
     text = "\n".join(
         [

@@ -16,42 +16,14 @@ from __future__ import annotations
 import argparse
 import html
 import re
-from collections.abc import Iterator
 
-from srt_jax.cli import build_parser
+from srt_jax.cli import build_parser, iter_parsers
 
 USAGE_WIDTH = 88
 """Columns of the usage lines (argparse otherwise reads the terminal's width)."""
 
 _CODE_SPAN = re.compile(r"(`[^`]*`)")
 _MARKDOWN_SPECIALS = re.compile(r"([\\*_\[\]|])")
-
-
-def iter_parsers(
-    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str | None]]:
-    """``(command path, parser, help)`` of ``parser`` and every subparser below it, depth
-    first in the order they were added. ``help`` is the one-line help the command has in its
-    parent's list; None for the top-level parser and for an internal subcommand, one added
-    without ``help=`` (``--help`` does not list it)."""
-    yield path, parser, None
-    yield from _iter_subparsers(parser, path)
-
-
-def _iter_subparsers(
-    parser: argparse.ArgumentParser, path: tuple[str, ...]
-) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str | None]]:
-    for action in parser._actions:
-        if not isinstance(action, argparse._SubParsersAction):
-            continue
-        helps = {choice.dest: choice.help for choice in action._choices_actions}
-        seen: set[int] = set()
-        for name, sub in action.choices.items():
-            if id(sub) in seen:  # an alias of a subcommand already walked
-                continue
-            seen.add(id(sub))
-            yield (*path, name), sub, helps.get(name)
-            yield from _iter_subparsers(sub, (*path, name))
 
 
 def cli_reference_markdown(parser: argparse.ArgumentParser | None = None) -> str:

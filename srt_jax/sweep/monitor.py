@@ -75,8 +75,9 @@ class SweepMonitor:
             refresh=False,
         )
         finished = counts["pending"] == counts["running"] == 0  # close() draws that line
-        due = time.monotonic() - self._shown_at >= getattr(self.bar, "mininterval", 0.0)
-        if not (self.bar.disable or finished) and due:  # a log line every ~10 s
+        if self.bar.disable or finished:
+            return counts
+        if time.monotonic() - self._shown_at >= self.bar.mininterval:  # a log line every ~10 s
             self.bar.refresh()
             self._shown_at = time.monotonic()
         return counts
