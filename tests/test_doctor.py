@@ -16,7 +16,7 @@ def test_doctor_reports_versions_devices_and_the_cache(tmp_path, monkeypatch, ca
     report = json.loads(capsys.readouterr().out)
     assert report["jax_backend"] == "cpu" and report["devices"]
     assert report["packages"]["jax"] and report["cpu_threads"] >= 1
-    assert set(report["extras"]) == {"ray", "tensorflow-datasets", "tensorboard", "mlflow"}
+    assert set(report["extras"]) == {"ray", "tensorflow-datasets", "tensorboardX", "mlflow-skinny"}
     assert report["cache"] == {
         "path": str(cache),
         "entries": [{"name": "movielens-100k", "bytes": 3000}, {"name": "notes.txt", "bytes": 10}],

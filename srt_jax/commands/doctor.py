@@ -16,7 +16,7 @@ from srt_jax.commands.output import finish
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "pyarrow")
 """Required packages whose versions a report shows."""
-EXTRAS = ("ray", "tensorflow-datasets", "tensorboard", "mlflow")
+EXTRAS = ("ray", "tensorflow-datasets", "tensorboardX", "mlflow-skinny")
 """Optional packages: the Ray executor, the TFDS builder and trackers."""
 
 

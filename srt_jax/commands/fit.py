@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,8 +12,14 @@ from srt_jax.commands.output import finish
 from srt_jax.config import flat_dict, read_yaml
 from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
 from srt_jax.scaling.groups import Group, analyse_groups, write_groups
-from srt_jax.scaling.loaders import ColumnNames, load_points
-from srt_jax.scaling.mlflow_sqlite import MlflowNames
+from srt_jax.scaling.loaders import ColumnNames, load_points, resolve_source
+from srt_jax.scaling.mlflow_sqlite import (
+    PRESETS,
+    SRT_JAX_NAMES,
+    SRT_JAX_TAG,
+    MlflowNames,
+    names_for,
+)
 from srt_jax.scaling.report import HEADLINE, PREDICTED, write_results
 from srt_jax.scaling.run_values import load_run_values
 
@@ -110,13 +117,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=f"default {getattr(defaults, name)!r}",
         )
     mlflow = fit.add_argument_group("MLflow names (--format mlflow)")
-    mlflow_defaults = MlflowNames()
     mlflow.add_argument("--mlflow-experiment", help="experiment name or id (default: all)")
+    mlflow.add_argument(
+        "--mlflow-preset",
+        choices=("auto", *PRESETS),
+        default="auto",
+        help="the names below: 'srt' (the SRT sweep's), 'srt-jax' (a store srt-jax's MLflow "
+        "tracker wrote) or 'auto' (srt-jax's when the store's runs carry the tag "
+        f"{SRT_JAX_TAG!r}); each option below overrides one name",
+    )
+    srt_names = PRESETS["srt"]
     for name, text in (
         ("n_total", "parameter holding the total parameter count"),
         ("n_non_embedding", "parameter holding the non-embedding count"),
         ("compute", "parameter holding FLOPs (see --mlflow-compute-unit)"),
-        ("data_size", "parameter holding interactions per epoch"),
+        ("data_size", "parameter holding tokens (see --mlflow-data-unit)"),
         ("batch_size", "parameter holding sequences per batch"),
         ("loss", "metric holding the held-out loss"),
         ("fallback_loss", "metric used when the loss metric is absent"),
@@ -125,8 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         mlflow.add_argument(
             f"--mlflow-{name.replace('_', '-')}",
             dest=f"mlflow_{name}",
-            default=getattr(mlflow_defaults, name),
-            help=f"{text} (default {getattr(mlflow_defaults, name)!r})",
+            help=f"{text} (srt: {getattr(srt_names, name)!r}, "
+            f"srt-jax: {getattr(SRT_JAX_NAMES, name)!r})",
         )
     mlflow.add_argument(
         "--mlflow-where",
@@ -139,10 +154,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mlflow.add_argument(
         "--mlflow-compute-unit",
         choices=("batch", "run"),
-        default=mlflow_defaults.compute_unit,
-        help="the compute parameter counts one training batch (SRT) or the whole run",
+        help="the compute parameter counts one training batch (srt) or the whole run (srt-jax)",
+    )
+    mlflow.add_argument(
+        "--mlflow-data-unit",
+        choices=("epoch", "run"),
+        help="the data-size parameter counts one epoch (srt) or the whole run (srt-jax)",
     )
     fit.set_defaults(handler=run_fit)
+
+
+def mlflow_names(args: argparse.Namespace) -> MlflowNames | None:
+    """The MLflow names the options choose (None unless SOURCE is an MLflow store): the
+    preset (``auto``: :func:`names_for` the store) with each given option replacing its
+    name."""
+    path, fmt = resolve_source(args.source, args.fmt)
+    if fmt != "mlflow":
+        return None
+    preset = names_for(path) if args.mlflow_preset == "auto" else PRESETS[args.mlflow_preset]
+    given = {
+        name: getattr(args, f"mlflow_{name}")
+        for name in MlflowNames.__dataclass_fields__
+        if name != "where" and getattr(args, f"mlflow_{name}", None) is not None
+    }
+    return dataclasses.replace(preset, **given, where=tuple(args.mlflow_where))
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -150,16 +185,7 @@ def run_fit(args: argparse.Namespace) -> int:
     columns = ColumnNames(
         **{name: getattr(args, f"col_{name}") for name in ColumnNames.__dataclass_fields__}
     )
-    mlflow = MlflowNames(
-        experiment=args.mlflow_experiment,
-        compute_unit=args.mlflow_compute_unit,
-        where=tuple(args.mlflow_where),
-        **{
-            name: getattr(args, f"mlflow_{name}")
-            for name in MlflowNames.__dataclass_fields__
-            if name not in ("experiment", "compute_unit", "where")
-        },
-    )
+    mlflow = mlflow_names(args)
     points = load_points(
         args.source,
         fmt=args.fmt,

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Handler of ``srt-jax runs compare``."""
-    from srt_jax.sweep.compare import comparison, comparison_text, curves_figure, load_run
+    from srt_jax.sweep.compare import comparison, comparison_text
+    from srt_jax.train.curves import curves_figure, load_run
 
     if len(set(args.run_dirs)) < 2:
         raise DataError("runs compare needs at least two different run directories")

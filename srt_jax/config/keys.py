@@ -14,6 +14,11 @@ Keys added after run ids existed are declared with :func:`new_key`:
 :func:`srt_jax.config.loading.config_hash` leaves such a key out while it holds its default,
 so the run id of a config that predates the key does not change (``train.optimizer``:
 ``adamw``), while ``config.yaml`` and every other reader still see it.
+
+Keys that change what is reported about a run, not what is trained (``train.trackers`` and
+the tracking location), are declared with :func:`observer_key`: the config hash always
+leaves them out, so turning MLflow logging on does not change a run's id, and a run
+directory accepts a resumed session that logs elsewhere.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ OWNER = "owner"
 _DEFAULT = "owner_default"
 NEW_KEY = "new_key"
 """Field metadata of a :func:`new_key`: left out of the config hash while at its default."""
+OBSERVER = "observer"
+"""Field metadata of an :func:`observer_key`: always left out of the config hash."""
 
 
 def owned_key(selector: str, owner: str, default: Callable[[], Any]) -> Any:
@@ -53,6 +60,20 @@ def new_key(default: Any) -> Any:
     """A field added after run ids existed, with an immutable ``default``: the config hash
     leaves it out while it holds that default (see the module docstring)."""
     return field(default=default, metadata={NEW_KEY: True})
+
+
+def observer_key(default: Any) -> Any:
+    """A field that only changes how a run is reported (an immutable ``default``): the config
+    hash leaves it out whatever its value (see the module docstring)."""
+    return field(default=default, metadata={OBSERVER: True})
+
+
+def hashed(f: dataclasses.Field, value: Any) -> bool:
+    """Whether field ``f`` holding ``value`` is part of the config hash: not an observer key,
+    and not a new key at its default."""
+    if f.metadata.get(OBSERVER):
+        return False
+    return not (f.metadata.get(NEW_KEY) and value == f.default)
 
 
 def owner_of(f: dataclasses.Field) -> tuple[str, str] | None:

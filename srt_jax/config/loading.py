@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from srt_jax.config.keys import NEW_KEY, owner_of
+from srt_jax.config.keys import hashed, owner_of
 from srt_jax.config.schema import RunConfig
 from srt_jax.errors import ConfigError
 
@@ -32,13 +32,14 @@ def to_dict(config: Any, *, for_hash: bool = False) -> dict[str, Any]:
 
     Owned keys that are null (those of a backbone or optimiser the config does not use) are
     left out; with ``for_hash``, so are :func:`~srt_jax.config.keys.new_key` fields at
-    their default (what :func:`config_hash` hashes).
+    their default and :func:`~srt_jax.config.keys.observer_key` fields (what
+    :func:`config_hash` hashes).
     """
 
     def kept(f: dataclasses.Field, value: Any) -> bool:
         if owner_of(f) and value is None:
             return False
-        return not (for_hash and f.metadata.get(NEW_KEY) and value == f.default)
+        return not for_hash or hashed(f, value)
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
@@ -264,7 +265,8 @@ def dump_config(config: Any) -> str:
 def config_hash(config: Any, length: int = 12) -> str:
     """A stable hex id of a resolved config: equal configs give equal ids. New keys at their
     default are left out (:func:`~srt_jax.config.keys.new_key`), so adding a key does not
-    change the ids of the configs that predate it."""
+    change the ids of the configs that predate it; so are keys that only change how the run
+    is reported (:func:`~srt_jax.config.keys.observer_key`)."""
     canonical = json.dumps(to_dict(config, for_hash=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 

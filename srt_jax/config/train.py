@@ -7,11 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from srt_jax.config.keys import check, new_key, optimizer_key, owned_key, resolve_owned_keys
+from srt_jax.config.keys import (
+    check,
+    new_key,
+    observer_key,
+    optimizer_key,
+    owned_key,
+    resolve_owned_keys,
+)
 
 OptimizerName = Literal["adamw", "prodigy", "dadapt_adamw", "schedule_free_adamw", "usgm"]
 Objective = Literal["next_item", "orpo"]
 RejectedRule = Literal["uniform", "popularity", "hard", "disliked"]
+TrackerName = Literal["tensorboard", "mlflow"]
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,14 @@ class TrainConfig:
 
     ``optimizer``, ``objective``, ``init_from`` and ``adaptive_batch`` are :func:`new_key` s:
     configs keep the run ids they had before these keys existed.
+
+    ``trackers`` (default none): where the run's figures are also logged, ``tensorboard``
+    and/or ``mlflow`` (:mod:`srt_jax.train.tracking`; optional extras
+    ``srt-jax[tensorboard]``, ``srt-jax[mlflow]``). ``tracking_uri``: the MLflow tracking
+    URI (null: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///RUN_DIR/mlflow.db``; a sweep
+    sets its own ``sqlite:///ROOT/mlflow.db``); ``tracking_experiment``: the MLflow
+    experiment (null: ``srt-jax``, or the sweep's ``srt-jax sweep NAME``). These three are
+    :func:`observer_key` s: they never change a run's id.
     """
 
     loss: Literal["full_softmax", "sampled_softmax", "bce", "gbce"] = "full_softmax"
@@ -218,6 +234,9 @@ class TrainConfig:
     eval_every_tokens: int | None = None
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    trackers: tuple[TrackerName, ...] = observer_key(())
+    tracking_uri: str | None = observer_key(None)
+    tracking_experiment: str | None = observer_key(None)
 
     def __post_init__(self) -> None:
         resolve_owned_keys(self, "train")
@@ -296,6 +315,20 @@ class TrainConfig:
             self.checkpoint_every,
             "an integer >= 1",
         )
+        check(
+            len(set(self.trackers)) == len(self.trackers),
+            "train.trackers",
+            list(self.trackers),
+            "each tracker at most once",
+        )
+        for key in ("tracking_uri", "tracking_experiment"):
+            value = getattr(self, key)
+            check(
+                value is None or ("mlflow" in self.trackers and bool(value.strip())),
+                f"train.{key}",
+                value,
+                "null unless train.trackers includes 'mlflow' (then a non-empty string)",
+            )
         check(
             self.keep_checkpoints >= 1,
             "train.keep_checkpoints",

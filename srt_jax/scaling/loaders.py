@@ -42,7 +42,7 @@ from srt_jax.scaling.files import (
     require_column,
     required_key,
 )
-from srt_jax.scaling.mlflow_sqlite import MlflowNames, is_sqlite_source, load_mlflow
+from srt_jax.scaling.mlflow_sqlite import MlflowNames, is_sqlite_source, load_mlflow, names_for
 from srt_jax.scaling.points import Curve, ScalingPoints, skipped_note
 
 SourceFormat = Literal["auto", "runs", "export", "csv", "mlflow"]
@@ -85,7 +85,7 @@ def load_points(
         return load_sweep_export(path)
     if fmt == "csv":
         return load_table(path, columns or ColumnNames(), flops_per_param_token)
-    return load_mlflow(path, mlflow or MlflowNames())
+    return load_mlflow(path, mlflow or names_for(path))
 
 
 def resolve_source(source: str | Path, fmt: SourceFormat) -> tuple[Path, SourceFormat]:

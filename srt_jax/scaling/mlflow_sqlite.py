@@ -17,6 +17,13 @@ MLflow's schema keeps run parameters as strings in ``params`` and metric histori
 - Loss: the final (last-step) value of ``valid/eval_loss``, falling back to
   ``test/eval_loss``; ranking metrics are the final ``valid/*`` values, named without the
   prefix (``ndcg_at_5``); curves are the per-step histories of the same metrics.
+
+A store written by srt-jax's MLflow tracker (:mod:`srt_jax.train.tracking`; its runs carry
+the tag ``srt_jax.run_id``) is read with :data:`SRT_JAX_NAMES`: N from ``params_total`` and
+``params_non_embedding``, D and C from the run's ``train_tokens`` and ``train_flops``, the
+loss and ranking metrics from the ``test/`` figures at the best-validation checkpoint
+(``test/ndcg_at_10`` read back as ``ndcg@10``) — the points ``srt-jax sweep export`` gives.
+:func:`names_for` picks the names a store needs.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from srt_jax.errors import DataError
+from srt_jax.errors import ConfigError, DataError
 from srt_jax.scaling.points import Curve, ScalingPoints, skipped_note
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -42,7 +49,10 @@ class MlflowNames:
 
     ``experiment`` selects an experiment by name or id (None: all); ``where`` keeps only
     runs whose parameters have the given (name, value) pairs (e.g. the SRT sweep mixes
-    100 and 300 sampled negatives, whose losses are not comparable). See the module doc.
+    100 and 300 sampled negatives, whose losses are not comparable). ``data_unit``:
+    ``data_size`` counts one epoch's tokens (``epoch``) or the whole run's (``run``), as
+    ``compute_unit`` does for FLOPs; ``at_sign``: metric names' ``_at_`` read as ``@``
+    (``ndcg_at_10`` -> ``ndcg@10``). See the module doc.
     """
 
     experiment: str | None = None
@@ -51,11 +61,54 @@ class MlflowNames:
     compute: str = "total_flops"
     compute_unit: Literal["batch", "run"] = "batch"
     data_size: str = "n_inters"
+    data_unit: Literal["epoch", "run"] = "epoch"
     batch_size: str = "train_batch_size"
     loss: str = "valid/eval_loss"
     fallback_loss: str = "test/eval_loss"
     metric_prefix: str = "valid/"
+    at_sign: bool = False
     where: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.compute_unit == "batch" and self.data_unit != "epoch":
+            raise ConfigError(
+                "MLflow compute per batch needs the data size per epoch "
+                f"(compute_unit 'batch' with data_unit {self.data_unit!r})"
+            )
+
+
+SRT_JAX_NAMES = MlflowNames(
+    n_total="params_total",
+    n_non_embedding="params_non_embedding",
+    compute="train_flops",
+    compute_unit="run",
+    data_size="train_tokens",
+    data_unit="run",
+    loss="test/loss",
+    fallback_loss="test/loss",
+    metric_prefix="test/",
+    at_sign=True,
+)
+"""The names of a store written by srt-jax's MLflow tracker (see the module doc)."""
+SRT_JAX_TAG = "srt_jax.run_id"
+PRESETS = {"srt": MlflowNames(), "srt-jax": SRT_JAX_NAMES}
+"""``srt-jax fit --mlflow-preset``: the SRT sweep's names, or srt-jax's own."""
+
+
+def names_for(path: Path) -> MlflowNames:
+    """:data:`SRT_JAX_NAMES` for a store whose runs srt-jax logged (tag ``srt_jax.run_id``),
+    else the SRT sweep's names."""
+    connection = open_database(path)
+    try:
+        _check_schema(connection, path)
+        tables = {r[0] for r in connection.execute("select name from sqlite_master")}
+        query = "select count(*) from tags where key = ?"
+        written_by_srt_jax = (
+            "tags" in tables and connection.execute(query, (SRT_JAX_TAG,)).fetchone()[0] > 0
+        )
+    finally:
+        connection.close()
+    return SRT_JAX_NAMES if written_by_srt_jax else MlflowNames()
 
 
 def is_sqlite_source(path: Path) -> bool:
@@ -118,7 +171,9 @@ def load_mlflow(path: Path, names: MlflowNames) -> ScalingPoints:
     complete = {k: v for k, v in metric_values.items() if len(v) == len(columns["run"])}
     notes = [skipped_note(skipped)] if skipped else []
     notes.append(
-        f"D = {names.data_size} x epochs; C = "
+        f"D = {names.data_size}"
+        + (" x epochs" if names.data_unit == "epoch" else " (whole run)")
+        + "; C = "
         + (
             f"{names.compute} x {names.data_size} / {names.batch_size} x epochs"
             if names.compute_unit == "batch"
@@ -224,7 +279,7 @@ def _curve(
     epochs = steps + 1.0
     data_size = _param(path, run, params, names.data_size)
     compute = _param(path, run, params, names.compute)
-    tokens = data_size * epochs
+    tokens = data_size * epochs if names.data_unit == "epoch" else data_size * epochs / epochs[-1]
     if names.compute_unit == "batch":
         flops = compute * data_size / _param(path, run, params, names.batch_size) * epochs
     else:
@@ -233,7 +288,9 @@ def _curve(
     for key, values in history.items():
         is_metric = key.startswith(names.metric_prefix) and key not in (loss_key, names.loss)
         if is_metric and all(int(s) in values for s in steps):
-            metrics[key[len(names.metric_prefix) :]] = np.array([values[int(s)] for s in steps])
+            name = key[len(names.metric_prefix) :]
+            name = name.replace("_at_", "@") if names.at_sign else name
+            metrics[name] = np.array([values[int(s)] for s in steps])
     return Curve(
         step=steps,
         tokens=tokens,

@@ -21,7 +21,7 @@ from srt_jax.scaling.loaders import (
     row_id,
     summary_paths,
 )
-from srt_jax.scaling.mlflow_sqlite import MlflowNames, load_run_params
+from srt_jax.scaling.mlflow_sqlite import MlflowNames, load_run_params, names_for
 
 ConfigReader = Callable[[Path], Mapping[str, object]]
 """A run directory's config.yaml -> its keys flattened to dotted names (``model.backbone``)."""
@@ -64,7 +64,7 @@ def load_run_values(
             raise ValueError("reading the config.yaml of run directories needs read_config")
         pairs, available = _run_dir_values(path, key, read_config)
     elif fmt == "mlflow":
-        params = load_run_params(path, mlflow or MlflowNames())
+        params = load_run_params(path, mlflow or names_for(path))
         pairs = [(run, p.get(key)) for run, p in params.items()]
         available = sorted({name for p in params.values() for name in p})
     else:

@@ -7,10 +7,12 @@ runs what is unfinished; killed runs resume from their checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from srt_jax.config import to_dict
+from srt_jax.config import RunConfig, to_dict
 from srt_jax.sweep.plan import make_plan
 from srt_jax.sweep.registry import NewRun, Registry
 from srt_jax.sweep.spec import SweepSpec
@@ -28,8 +30,26 @@ class Registered:
     skipped: int
 
 
+def with_sweep_tracking(config: RunConfig, root: Path, name: str) -> RunConfig:
+    """A sweep run's config with the sweep's MLflow defaults: one store for all its runs,
+    ``sqlite:///ROOT/mlflow.db`` (unless the spec sets ``train.tracking_uri`` or
+    ``$MLFLOW_TRACKING_URI`` is set), and one experiment, ``srt-jax sweep NAME`` (unless the
+    spec sets ``train.tracking_experiment``). Tracking keys never change a run's id."""
+    train = config.train
+    if "mlflow" not in train.trackers:
+        return config
+    uri = train.tracking_uri
+    if uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    experiment = train.tracking_experiment or f"srt-jax sweep {name}"
+    tracked = dataclasses.replace(train, tracking_uri=uri, tracking_experiment=experiment)
+    return dataclasses.replace(config, train=tracked)
+
+
 def register_sweep(spec: SweepSpec, root: str | Path) -> Registered:
-    """Expand ``spec`` and add its runs (biggest compute first) to the registry at ``root``."""
+    """Expand ``spec`` and add its runs (biggest compute first) to the registry at ``root``;
+    runs that log to MLflow share the sweep's store and experiment
+    (:func:`with_sweep_tracking`)."""
     plan = make_plan(spec, calibrate=False)
     rows = sorted(plan.rows, key=lambda row: -row.run.compute)
     with Registry(root, create=True) as registry:
@@ -37,7 +57,7 @@ def register_sweep(spec: SweepSpec, root: str | Path) -> Registered:
         added = registry.add_runs(
             NewRun(
                 run_id=row.run.run_id,
-                config=to_dict(row.run.config),
+                config=to_dict(with_sweep_tracking(row.run.config, Path(root), spec.name)),
                 n_params=row.params.total,
                 n_non_embedding=row.params.non_embedding,
                 tokens=row.run.tokens,

@@ -42,6 +42,10 @@ and an error naming the step and the quantity, and :class:`RunFailedError` (a
 :class:`TrainingError`, exit status 1 in the CLI) is raised.
 Calling :func:`train` again on the same directory resumes from the last checkpoint and
 continues exactly as an uninterrupted run (same batches, keys and loss curve).
+
+With ``train.trackers``, every ``metrics.jsonl`` line and the final summary are also handed
+to TensorBoard and/or MLflow (:mod:`srt_jax.train.tracking`); a tracker's failure never
+fails the run.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from srt_jax.train.build import build_run
 from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints, checkpoint_params
 from srt_jax.train.loop_state import LoopState
 from srt_jax.train.run_dir import RunDirectory
+from srt_jax.train.tracking import Trackers, check_installed
 
 
 def peak_rss_mb() -> float:
@@ -76,6 +81,8 @@ class _Training:
         self.started = time.perf_counter()
         self.config, self.run, self.progress = config, run, progress
         self.run_id = config_hash(config)
+        check_installed(config)
+        self.trackers: Trackers | None = None
         self.parts = build_run(config, progress=progress)
         self.checkpoints = Checkpoints(run.checkpoint_dir, config.train.keep_checkpoints)
         self.compile_s = 0.0
@@ -140,16 +147,26 @@ class _Training:
             )
             self.compile_s += self.parts.evaluator.compile()
             state, ls = self.restore_or_init()
+            self.trackers = Trackers(self.config, self.run.path, self.run_id)
             self.run.write_summary(self.base_summary("running", ls))
             state, ls = self.loop(state, ls)
             summary = self.finish(ls)
         except Exception as err:
             ls.wall_s = max(ls.wall_s, self.wall_s())
             self.run.write_summary(self.base_summary("failed", ls, error=str(err)))
+            if self.trackers is not None:
+                self.trackers.close("failed")
             raise
         finally:
             self.checkpoints.close()
+            if self.trackers is not None:  # still open only when interrupted
+                self.trackers.close("interrupted")
         return summary
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write one ``metrics.jsonl`` line and hand it to the trackers."""
+        self.run.append_metrics(record)
+        self.trackers.record(record)
 
     def restore_or_init(self) -> tuple[dict, LoopState]:
         step = self.checkpoints.latest_step()
@@ -252,7 +269,7 @@ class _Training:
         if not (force or step % self.config.train.log_every == 0):
             return
         loss = ls.interval_loss_sum / max(ls.interval_count, 1.0)
-        self.run.append_metrics(
+        self.log(
             {
                 "kind": "train",
                 "step": step,
@@ -290,7 +307,7 @@ class _Training:
             "loss": evaluator.heldout_loss(params),
             "metrics": evaluator.metrics(params, "valid"),
         }
-        self.run.append_metrics(
+        self.log(
             {
                 "kind": "eval",
                 "step": ls.step,
@@ -338,6 +355,7 @@ class _Training:
             "selection_metric": f"valid {BEST_METRIC}",
         }
         self.run.write_summary(summary)
+        self.trackers.finish(summary)
         return summary
 
 

@@ -46,8 +46,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
-    """``key: old -> new`` for every dotted key whose value differs."""
-    a, b = flat_dict(to_dict(old)), flat_dict(to_dict(new))
+    """``key: old -> new`` for every dotted key of the run's identity (what the config hash
+    covers: not the trackers) whose value differs."""
+    a, b = flat_dict(to_dict(old, for_hash=True)), flat_dict(to_dict(new, for_hash=True))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a | b) if a.get(k) != b.get(k)]
 
 
