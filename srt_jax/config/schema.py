@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from srt_jax.config.keys import check
+from srt_jax.config.keys import check, new_key
 from srt_jax.config.model import ModelConfig
 from srt_jax.config.train import TrainConfig
 
 SamplerMode = Literal["recent", "sliding", "stride", "mixed", "recency_weighted"]
+TestSetName = Literal["old_windows", "long_history"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,13 @@ class EvalConfig:
     that many random items drawn from ``candidate_seed``, SRT's protocol); users are ranked
     ``batch_users`` at a time and items scored ``item_chunk`` at a time, which bounds
     memory. ``heldout_stride`` is the window stride of the held-out loss (null: max_len).
+
+    ``test_sets`` (a :func:`new_key`, default none): test sets scored at the end besides the
+    split's own test targets, at the same checkpoint — ``old_windows`` (held-out users'
+    targets drawn before their most recent ``max_len`` items) and ``long_history`` (the test
+    targets of users with more than ``max_len`` items before them); see
+    :mod:`srt_jax.data.test_sets`. ``embedding_quality`` (a :func:`new_key`, default off):
+    also measure the item embeddings at the end (:mod:`srt_jax.train.embedding_quality`).
     """
 
     cutoffs: tuple[int, ...] = (5, 10, 20)
@@ -113,6 +121,8 @@ class EvalConfig:
     sampled_candidates: int | None = None
     candidate_seed: int = 0
     heldout_stride: int | None = None
+    test_sets: tuple[TestSetName, ...] = new_key(())
+    embedding_quality: bool = new_key(False)
 
     def __post_init__(self) -> None:
         check(
@@ -135,6 +145,12 @@ class EvalConfig:
             "eval.heldout_stride",
             self.heldout_stride,
             "null (= data.max_len) or an integer >= 1",
+        )
+        check(
+            len(set(self.test_sets)) == len(self.test_sets),
+            "eval.test_sets",
+            list(self.test_sets),
+            "each test set at most once",
         )
 
 

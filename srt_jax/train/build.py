@@ -20,6 +20,7 @@ from srt_jax.data.sampler import WindowSampler
 from srt_jax.data.sources import open_dataset
 from srt_jax.data.splits import Segments, Split, split_from_config
 from srt_jax.data.store import SequenceStore
+from srt_jax.data.test_sets import build_test_sets
 from srt_jax.errors import ConfigError
 from srt_jax.models.counting import FlopsBreakdown, flops_per_token
 from srt_jax.models.factory import build_model
@@ -135,6 +136,7 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
         max_len=data.max_len,
         eval_cfg=config.eval,
         mesh=mesh,
+        test_sets=build_test_sets(config.eval.test_sets, split, data.max_len, data.split_seed),
     )
     flops = flops_per_token(config.model, store.n_items, data.max_len, train_cfg)
     return RunParts(config, store, split, sampler, model, step, evaluator, budget, flops, init)

@@ -46,6 +46,7 @@ from jax.sharding import Mesh
 from srt_jax.config import EvalConfig
 from srt_jax.data.sampler import gather_windows, iter_eval_batches
 from srt_jax.data.splits import Split, Targets
+from srt_jax.data.test_sets import describe
 from srt_jax.train.losses import full_softmax_loss, scores, target_scores
 from srt_jax.train.metrics import ranking_metrics
 from srt_jax.train.step import DATA_AXIS, batch_sharding, replicated
@@ -126,6 +127,8 @@ class Evaluator:
       max_len: L, the context the model reads.
       eval_cfg: cutoffs, user chunk, item chunk, sampled candidates.
       mesh: the device mesh; users are sharded along its ``data`` axis.
+      test_sets: name -> targets of the extra test sets (``eval.test_sets``,
+        :mod:`srt_jax.data.test_sets`), scored by :meth:`test_set_metrics`.
 
     Methods take the parameter state (``nnx.State`` of :class:`nnx.Param`) to evaluate.
     """
@@ -140,8 +143,10 @@ class Evaluator:
         max_len: int,
         eval_cfg: EvalConfig,
         mesh: Mesh,
+        test_sets: dict[str, Targets] | None = None,
     ) -> None:
         model.eval()
+        self.test_sets = dict(test_sets or {})
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.items, self.split, self.max_len, self.cfg = items, split, max_len, eval_cfg
         self.mesh = mesh
@@ -224,9 +229,14 @@ class Evaluator:
         loss_sum, count = np.sum(np.asarray(jax.device_get(sums), np.float64), axis=0)
         return float(loss_sum / count)
 
-    def ranks(self, params: nnx.State, which: SplitName) -> tuple[np.ndarray, np.ndarray]:
-        """1-based ranks of every ``which`` target: ``(unfiltered, seen-filtered)`` int arrays."""
-        targets, width = getattr(self.split, which), self._widths[which]
+    def ranks(self, params: nnx.State, which: SplitName | Targets) -> tuple[np.ndarray, np.ndarray]:
+        """1-based ranks of every target of ``which`` (the split's ``valid`` or ``test``, or
+        any :class:`Targets`, e.g. a test set of :mod:`srt_jax.data.test_sets`):
+        ``(unfiltered, seen-filtered)`` int arrays."""
+        if isinstance(which, str):
+            targets, width = getattr(self.split, which), self._widths[which]
+        else:
+            targets, width = which, _history_width(which)
         rank = self._rank_compiled.get(width, self._rank_jit)
         out = [rank(params, self._rest, *arrays) for arrays in self._chunks(targets, width)]
         ranks = jax.device_get(out)
@@ -234,17 +244,34 @@ class Evaluator:
         filtered = np.concatenate([r[1] for r in ranks])
         return unfiltered[: len(targets)], filtered[: len(targets)]
 
-    def metrics(self, params: nnx.State, which: SplitName) -> dict[str, float]:
-        """Ranking metrics of ``which`` (unfiltered keys and ``_filtered`` keys)."""
+    def metrics(self, params: nnx.State, which: SplitName | Targets) -> dict[str, float]:
+        """Ranking metrics of ``which`` (as :meth:`ranks`; unfiltered keys and ``_filtered``
+        keys)."""
         unfiltered, filtered = self.ranks(params, which)
         return {
             **ranking_metrics(unfiltered, self.cfg.cutoffs),
             **ranking_metrics(filtered, self.cfg.cutoffs, suffix=FILTERED),
         }
 
+    def item_table(self, params: nnx.State) -> np.ndarray:
+        """float32 [n_items + 1, D]: the model's output item table (row 0 padding)."""
+        table = self._model(params, self._rest).item_table()
+        return np.asarray(jax.device_get(table), np.float32)
+
+    def test_set_metrics(self, params: nnx.State) -> dict[str, dict[str, float]]:
+        """name -> ranking metrics (and ``targets``, their count) of every extra test set."""
+        return {
+            name: {**self.metrics(params, targets), "targets": len(targets)}
+            for name, targets in self.test_sets.items()
+        }
+
     def protocol(self) -> dict[str, Any]:
         """How the numbers of this evaluator were made (recorded beside them)."""
+        extra = {
+            name: describe(name, targets, self.max_len) for name, targets in self.test_sets.items()
+        }
         return {
+            **({"test_sets": extra} if extra else {}),
             "split": dict(self.split.protocol),
             "ranking": "full" if self.candidates is None else "sampled",
             "sampled_candidates": self.candidates,

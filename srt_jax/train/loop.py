@@ -62,8 +62,9 @@ from srt_jax.errors import RunFailedError
 from srt_jax.models.counting import count_params, six_n_d
 from srt_jax.progress import progress_bar
 from srt_jax.train.adaptive_batch import BatchController
-from srt_jax.train.build import build_run
+from srt_jax.train.build import build_run, train_item_counts
 from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints, checkpoint_params
+from srt_jax.train.embedding_quality import embedding_quality
 from srt_jax.train.loop_state import LoopState
 from srt_jax.train.run_dir import RunDirectory
 from srt_jax.train.tracking import Trackers, check_installed
@@ -329,6 +330,18 @@ class _Training:
         if every is not None:
             ls.next_eval_tokens = (ls.tokens // every + 1) * every
 
+    def embedding_quality(self, params: Any) -> dict[str, Any]:
+        """The item embeddings' quality at ``params`` (:mod:`srt_jax.train.embedding_quality`)."""
+        parts = self.parts
+        counts = train_item_counts(parts.store.items, parts.split.train, parts.store.n_items)
+        return embedding_quality(
+            parts.evaluator.item_table(params),
+            parts.store,
+            parts.split.heldout,
+            counts,
+            seed=self.config.data.split_seed,
+        )
+
     def finish(self, ls: LoopState) -> dict[str, Any]:
         """Test figures at the best-validation checkpoint; the final summary."""
         best = ls.best
@@ -344,6 +357,10 @@ class _Training:
             "valid": best["metrics"],
         }
         summary["final"] = ls.last_eval
+        if self.parts.evaluator.test_sets:
+            summary["test_sets"] = self.parts.evaluator.test_set_metrics(params)
+        if self.config.eval.embedding_quality:
+            summary["embedding_quality"] = self.embedding_quality(params)
         init = self.parts.init
         summary["init_from"] = None if init is None else init.as_json()
         summary["protocol"] = {
