@@ -102,3 +102,27 @@ def test_adaptive_step_size_quick(tmp_path):
     assert results["summary"]["adamw"]["reached"] == 1  # the target is 95% of its best
     assert (out / "adaptive_step_size.png").stat().st_size > 0
     assert "loop s to target" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_sliding_window_quick(tmp_path):
+    out = tmp_path / "sliding"
+    results = run_quick("sliding_window.py", out)
+    assert results["quick"] is True
+    summary = results["summary"]["synthetic_tiny"]
+    assert set(summary) == {
+        "recent",
+        "sliding",
+        "mixed_epoch_50",
+        "mixed_epoch_75",
+        "recency_weighted",
+    }
+    for entry in summary.values():
+        for key in ("recent/ndcg@10", "old_windows/ndcg@10", "long_history/ndcg@10"):
+            assert 0 <= entry[key]["mean"] <= 1
+        assert 0 <= entry["cooccurrence_recall/all"]["mean"] <= 1
+        assert "topic_agreement/all" in entry  # a synthetic store: its topics are known
+    assert summary["recent"]["vs_recent"]["old_windows/ndcg@10"]["mean"] == 0
+    for name in ("sliding_window.png", "sliding_window_embeddings.png"):
+        assert (out / name).stat().st_size > 0
+    assert "Paired difference to recent" in (out / "table.md").read_text()

@@ -76,3 +76,23 @@ def test_plan_counts_parameters_like_a_real_model_and_prints_the_table(tmp_path,
     assert f"bad.yaml:{line}: isoflop.min_tokes: unknown key" in err
     assert main(["sweep", "plan", str(tmp_path / "missing.yaml")]) == 2
     assert "sweep spec not found" in capsys.readouterr().err
+
+
+def test_a_sweep_over_samplers_with_the_epoch_mix_is_costed(tmp_path):
+    """The epoch-mixed sampler places its switch by the token budget, so costing a run
+    needs the run's tokens (this raised ConfigError before)."""
+    spec = write_spec(
+        tmp_path / "samplers.yaml",
+        {
+            "name": "samplers",
+            "config": {
+                "data": {**tiny_data(tmp_path / "cache"), "mixed_by": "epoch"},
+                "train": {"batch_size": 8, "tokens": 1000, "epochs": None},
+            },
+            "grid": {"data.sampler": ["recent", "mixed"]},
+        },
+    )
+    plan = make_plan(load_spec(spec), calibrate=False)
+    assert [row.run.config.data.sampler for row in plan.rows] == ["recent", "mixed"]
+    for row in plan.rows:
+        assert 0 < tokens_per_step(row.run) <= 8 * 10

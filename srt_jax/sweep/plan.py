@@ -162,7 +162,12 @@ def tokens_per_step(run: PlannedRun) -> float:
     """Expected trained target tokens of one batch of ``run`` (its sampler's exact mean)."""
     train = run.config.train
     sampler = WindowSampler.from_config(
-        run.facts.store.items, run.facts.split.train, run.config.data, train.batch_size, train.seed
+        run.facts.store.items,
+        run.facts.split.train,
+        run.config.data,
+        train.batch_size,
+        train.seed,
+        token_budget=run.tokens,  # the epoch-mixed schedule places its switch by it
     )
     return sampler.expected_tokens_per_batch()
 
