@@ -32,6 +32,11 @@ class TrainingError(SrtJaxError):
     """A run failed (non-finite loss, incompatible checkpoint, ...)."""
 
 
+class CheckpointUnreadableError(TrainingError):
+    """A checkpoint's files cannot be read (truncated, corrupted): a resume falls back to the
+    previous checkpoint."""
+
+
 class RunFailedError(TrainingError):
     """A run trained and failed (a non-finite loss or gradient; runs of a sweep that failed):
     exit status 1, where bad input is 2."""

@@ -1,11 +1,13 @@
 """The SQLite run registry: atomic claims across processes, heartbeats, attempts, retries."""
 
 import multiprocessing
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from srt_jax.cli import main
 from srt_jax.commands.sweep import format_status
 from srt_jax.errors import DataError
 from srt_jax.sweep.registry import NewRun, Registry
@@ -178,3 +180,33 @@ def test_status_lists_runs_and_the_skipped_combinations_with_their_reason(tmp_pa
     assert (
         f"skipped (1 combinations that cannot run):\n  C=1e+09 model.d_model=64: {reason}" in text
     )
+
+
+def test_a_damaged_or_foreign_registry_is_a_clear_error(tmp_path, capsys):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "registry.sqlite").write_bytes(b"not a database, just bytes" * 100)
+    with pytest.raises(DataError, match="the sweep registry is damaged"):
+        Registry(root)
+    assert main(["sweep", "status", "--root", str(root)]) == 2
+    assert "registry.sqlite: the sweep registry is damaged" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    sqlite3.connect(other / "registry.sqlite").execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(DataError, match="not a sweep registry"):
+        Registry(other)
+
+
+def test_a_registry_locked_past_the_timeout_is_a_clear_error(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    Registry(root, create=True).close()
+    monkeypatch.setattr(Registry, "LOCK_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(root / "registry.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        locked = r"stayed locked by another process for 0\.2 s"
+        with pytest.raises(DataError, match=locked), Registry(root) as registry:
+            registry.set_name("x")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

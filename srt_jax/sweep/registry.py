@@ -120,7 +120,13 @@ class Claim:
 
 
 class Registry:
-    """A connection to the registry of the sweep at ``root`` (one per thread)."""
+    """A connection to the registry of the sweep at ``root`` (one per thread).
+
+    A registry that another process keeps locked past :attr:`LOCK_TIMEOUT_S`, or whose file
+    is damaged or not a registry, is a :class:`DataError` naming it.
+    """
+
+    LOCK_TIMEOUT_S = 60.0
 
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.root = Path(root)
@@ -133,17 +139,39 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         if create and not self.path.is_file():
             _create_atomically(self.path)
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        if create:
-            self._db.executescript(_SCHEMA)
+        timeout = self.LOCK_TIMEOUT_S
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            if create:
+                self._db.executescript(_SCHEMA)
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as err:
+            raise self._error(err) from None
+        if not {"runs", "events", "meta"} <= tables:
+            raise DataError(
+                f"{self.path}: not a sweep registry (it has no runs, events and meta tables)"
+            )
 
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
+
+    def _error(self, err: sqlite3.DatabaseError) -> DataError:
+        """A clear error for a locked or damaged registry database."""
+        if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+            return DataError(
+                f"{self.path}: the sweep registry stayed locked by another process for "
+                f"{self.LOCK_TIMEOUT_S:g} s ({err}); wait for it, or stop it"
+            )
+        return DataError(
+            f"{self.path}: the sweep registry is damaged ({err}); the runs' directories "
+            "under runs/ are intact: move the registry aside and run the sweep's spec again "
+            "to register them anew (finished runs return their summaries at once)"
+        )
 
     def __enter__(self) -> Registry:
         return self
@@ -153,8 +181,12 @@ class Registry:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the database's write lock at once."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """A write transaction that takes the database's write lock at once (waiting up to
+        :attr:`LOCK_TIMEOUT_S` for another writer)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as err:
+            raise self._error(err) from None
         try:
             yield self._db
         except BaseException:

@@ -18,12 +18,16 @@ process killed at any moment leaves the previous checkpoints intact.
 Restoring checks the saved state's tree (leaf paths and shapes, from the checkpoint's
 metadata) against the caller's target first: a checkpoint of another model (another
 backbone, width, catalog, ...) is a :class:`~srt_jax.errors.TrainingError` naming the
-checkpoint and the first differing parameters, never orbax's raw exception.
+checkpoint and the first differing parameters, never orbax's raw exception. A checkpoint
+whose files cannot be read (truncated or corrupted by a crash of the disk, not of the
+process) is a :class:`~srt_jax.errors.CheckpointUnreadableError`;
+:meth:`Checkpoints.restore_latest` then falls back to the previous checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +36,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as policies
 
-from srt_jax.errors import TrainingError
+from srt_jax.errors import CheckpointUnreadableError, TrainingError
 from srt_jax.train.loop_state import LoopState
 
 if TYPE_CHECKING:
@@ -122,7 +126,11 @@ class Checkpoints:
             checkpoint): names the checkpoint and the differing parameters.
         """
         where = f"checkpoint {self.manager.directory / str(step)}"
-        difference = state_difference(self.manager.item_metadata(step).state, abstract_state)
+        try:
+            saved = self.manager.item_metadata(step).state
+        except Exception as err:  # unreadable metadata: a damaged checkpoint
+            raise CheckpointUnreadableError(f"{where}: unreadable ({_first_line(err)})") from None
+        difference = state_difference(saved, abstract_state)
         if difference:
             raise TrainingError(
                 f"{where}: the saved parameters do not match the run's model ({difference}); "
@@ -135,12 +143,45 @@ class Checkpoints:
                     state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()
                 ),
             )
-        except ValueError as err:  # a mismatch the metadata did not show (e.g. no metadata)
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            raise TrainingError(
-                f"{where}: the saved parameters do not match the run's model ({first_line})"
-            ) from None
+        except ValueError as err:
+            if saved is None:  # a mismatch the metadata could not show
+                raise TrainingError(
+                    f"{where}: the saved parameters do not match the run's model "
+                    f"({_first_line(err)})"
+                ) from None
+            raise CheckpointUnreadableError(f"{where}: unreadable ({_first_line(err)})") from None
+        except Exception as err:  # missing or damaged files
+            raise CheckpointUnreadableError(f"{where}: unreadable ({_first_line(err)})") from None
         return restored.state, dict(restored.loop)
+
+    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+        """``(step, state, loop_state)`` of the most recent readable checkpoint (None when
+        there is none). An unreadable later one is deleted, with a warning on stderr naming
+        it and the step resumed from, so the run can save that step again.
+
+        Raises:
+          TrainingError: a checkpoint of another model, or no readable checkpoint at all.
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            try:
+                state, loop_state = self.restore(step, abstract_state)
+            except CheckpointUnreadableError as err:
+                fallback = f"step {steps[i + 1]}" if i + 1 < len(steps) else "nothing"
+                print(
+                    f"srt-jax: warning: {err}; deleted it and falling back to {fallback}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.manager.delete(step)
+                continue
+            return step, state, loop_state
+        if steps:
+            raise TrainingError(
+                f"{self.manager.directory}: no readable checkpoint is left (all "
+                f"{len(steps)} were damaged); remove the run directory to start over"
+            )
+        return None
 
     def restore_loop(self, step: int) -> dict[str, Any]:
         """The loop state of ``step`` alone (no array is read)."""
@@ -215,6 +256,11 @@ def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
             names.pop()
         out[".".join(names)] = tuple(getattr(leaf, "shape", ()) or ())
     return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _key_name(key: Any) -> str:

@@ -50,6 +50,8 @@ fails the run.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import resource
 import time
 from pathlib import Path
@@ -68,6 +70,27 @@ from srt_jax.train.embedding_quality import embedding_quality
 from srt_jax.train.loop_state import LoopState
 from srt_jax.train.run_dir import RunDirectory
 from srt_jax.train.tracking import Trackers, check_installed
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+DISK_FULL_TEXTS = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def disk_full(err: BaseException, ls: LoopState) -> RunFailedError | None:
+    """A RunFailedError naming the cause when ``err`` is a write that failed for lack of
+    space (ENOSPC, EFBIG from a file-size limit, EDQUOT; also when a library reports one in
+    its message), else None."""
+    message = str(err)
+    if not (
+        (isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS)
+        or any(text in message for text in DISK_FULL_TEXTS)
+    ):
+        return None
+    where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
+    return RunFailedError(
+        f"the disk is full ({where}{message.strip().splitlines()[0][:200]}) at step {ls.step}; "
+        "the checkpoints saved before are intact: free space and run the same command to "
+        "resume"
+    )
 
 
 def peak_rss_mb() -> float:
@@ -153,10 +176,15 @@ class _Training:
             state, ls = self.loop(state, ls)
             summary = self.finish(ls)
         except Exception as err:
+            full = disk_full(err, ls)
             ls.wall_s = max(ls.wall_s, self.wall_s())
-            self.run.write_summary(self.base_summary("failed", ls, error=str(err)))
+            # on a full disk this write may fail too; the error raised still names the cause
+            with contextlib.suppress(OSError):
+                self.run.write_summary(self.base_summary("failed", ls, error=str(full or err)))
             if self.trackers is not None:
                 self.trackers.close("failed")
+            if full is not None:
+                raise full from err
             raise
         finally:
             self.checkpoints.close()
@@ -170,12 +198,12 @@ class _Training:
         self.trackers.record(record)
 
     def restore_or_init(self) -> tuple[dict, LoopState]:
-        step = self.checkpoints.latest_step()
         every = self.config.train.eval_every_tokens
-        if step is None:
+        restored = self.checkpoints.restore_latest(self.parts.step.abstract_state())
+        if restored is None:
             self.run.truncate_metrics(0)
             return self.parts.step.init_state(), LoopState(next_eval_tokens=every)
-        state, raw = self.checkpoints.restore(step, self.parts.step.abstract_state())
+        _, state, raw = restored
         ls = LoopState.from_json(raw)
         if self.controller is not None:
             self.controller = BatchController.from_json(ls.batch_controller)

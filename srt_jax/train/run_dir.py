@@ -40,6 +40,9 @@ def write_atomic(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # e.g. a full disk: name the file
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -95,20 +98,29 @@ class RunDirectory:
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to ``metrics.jsonl`` (flushed to the OS at once)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.metrics_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:  # e.g. a full disk: name the file
+            raise OSError(err.errno, err.strerror, str(self.metrics_path)) from err
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All records of ``metrics.jsonl`` (empty when there is none)."""
+        """All records of ``metrics.jsonl`` (empty when there is none). A last line without
+        its newline that is not valid JSON is a write cut short (a kill, a full disk) and is
+        left out; any other bad line is an error naming it."""
         if not self.metrics_path.exists():
             return []
+        text = self.metrics_path.read_text()
+        lines = text.split("\n")
         records = []
-        for line_no, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
+        for line_no, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
+                if line_no == len(lines):  # unterminated: a torn last write
+                    break
                 raise DataError(f"{self.metrics_path}:{line_no}: not valid JSON ({err})") from None
         return records
 
