@@ -93,7 +93,7 @@ def test_prepare_with_filters_records_them(u_data, tmp_path):
             ["--format", "csv", "--user-col", "a", "--item-col", "b", "--time-col", "c", "LOG"],
             "column 'a' not found",
         ),
-        (["--format", "movielens", "--strict", "BAD"], "BAD:2: wrong field count"),
+        (["--format", "movielens", "BAD"], "BAD:2: wrong field count"),
         (["--format", "movielens", "--duplicates", "last", "LOG"], "duplicates policy 'last'"),
     ],
 )

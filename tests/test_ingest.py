@@ -247,7 +247,9 @@ def test_filters_are_validated():
 def test_bad_rows_are_recorded_in_meta(tmp_path):
     path = tmp_path / "u.data"
     path.write_text("1\t10\t5\t100\n1\t11\t4\n2\t10\t3\tlater\n")
-    store = prepare_store(path, "movielens", tmp_path / "s", progress=False).store
+    store = prepare_store(
+        path, "movielens", tmp_path / "s", skip_bad_rows=True, progress=False
+    ).store
     bad = store.meta["bad_rows"]
     assert bad["count"] == 2
     assert bad["by_reason"] == {"wrong field count": 1, "missing or non-numeric time": 1}
@@ -260,11 +262,11 @@ def no_leftovers(folder, name):
     return [p.name for p in folder.iterdir() if p.name.startswith(f".{name}")] == []
 
 
-def test_strict_turns_a_bad_row_into_an_error_and_writes_nothing(tmp_path):
+def test_a_bad_row_is_an_error_by_default_and_writes_nothing(tmp_path):
     path = tmp_path / "u.data"
     path.write_text("1\t10\t5\t100\n1\t11\t4\n")
-    with pytest.raises(DataError, match=r"u.data:2: wrong field count.*--strict"):
-        prepare_store(path, "movielens", tmp_path / "s", strict=True, progress=False)
+    with pytest.raises(DataError, match=r"u.data:2: wrong field count.*--skip-bad-rows"):
+        prepare_store(path, "movielens", tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
     assert no_leftovers(tmp_path, "s")
 

@@ -71,9 +71,10 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--out", required=True, help="store directory to create")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing store")
     prepare.add_argument(
-        "--strict",
+        "--skip-bad-rows",
         action="store_true",
-        help="any bad row is an error (default: skip and count them)",
+        help="skip malformed rows and report how many and the first ones (default: the "
+        "first malformed row is an error naming its file and line)",
     )
     columns = prepare.add_argument_group("columns (csv, parquet; overrides for recbole, tfds)")
     columns.add_argument("--user-col")
@@ -180,7 +181,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         args.out,
         read_options=read_options,
         filters=filters,
-        strict=args.strict,
+        skip_bad_rows=args.skip_bad_rows,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )

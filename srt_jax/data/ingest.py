@@ -146,7 +146,7 @@ def prepare_store(
     *,
     read_options: ReadOptions | None = None,
     filters: Filters | None = None,
-    strict: bool = False,
+    skip_bad_rows: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> PrepareResult:
@@ -159,7 +159,8 @@ def prepare_store(
       out: the store directory to create.
       read_options: column names, separator and TFDS options of the inputs.
       filters: filters to apply (all off by default).
-      strict: any bad row is an error instead of being skipped and counted.
+      skip_bad_rows: skip bad rows and count them (with examples) in the result; by
+        default the first bad row is an error naming its file and line.
       overwrite: replace an existing store at ``out``.
       progress: show progress bars.
 
@@ -175,7 +176,7 @@ def prepare_store(
         raise DataError(f"{out} already exists (pass --overwrite to replace it)")
     sources = [open_source(path, fmt, read_options) for path in paths]
     bad = BadRows()
-    columns = read_columns(sources, bad, strict=strict, progress=progress)
+    columns = read_columns(sources, bad, skip_bad_rows=skip_bad_rows, progress=progress)
     rows_read = len(columns.users)
     with progress_bar(2, "sort and filter", "steps", disable=not progress) as bar:
         sort_by_user_time(columns)

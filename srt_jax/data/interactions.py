@@ -95,9 +95,10 @@ class Interactions:
 
 
 def read_columns(
-    sources: Sequence[Source], bad: BadRows, *, strict: bool = False, progress: bool = True
+    sources: Sequence[Source], bad: BadRows, *, skip_bad_rows: bool = False, progress: bool = True
 ) -> Interactions:
-    """Read every source into compact columns; DataError on a bad row when ``strict``."""
+    """Read every source into compact columns: a bad row is a DataError naming its file and
+    line, unless ``skip_bad_rows`` (then it is skipped and counted in ``bad``)."""
     users, items = IdEncoder(), IdEncoder()
     timestamps: list[np.ndarray] = []
     ratings: list[np.ndarray] | None = [] if all(s.has_ratings for s in sources) else None
@@ -106,8 +107,10 @@ def read_columns(
             source.size, f"read {Path(source.path).name}", source.unit, disable=not progress
         ) as bar:
             for chunk, advance in source.chunks(bad):
-                if strict and bad.count:
-                    raise DataError(f"{bad.examples[0]} (--strict makes any bad row an error)")
+                if bad.count and not skip_bad_rows:
+                    raise DataError(
+                        f"{bad.examples[0]} (--skip-bad-rows skips bad rows and reports them)"
+                    )
                 users.add(chunk.users)
                 items.add(chunk.items)
                 timestamps.append(chunk.timestamps)
