@@ -1,13 +1,14 @@
-"""Fuzz ``data prepare`` with damaged and arbitrary inputs of every text format.
+"""Fuzz ``data prepare`` with damaged and arbitrary inputs of every format but TFDS.
 
 Every input (``tests/fuzz_inputs.py``: near-valid rows of the format with random damage —
 flipped, inserted or deleted bytes, NULs, a BOM, mixed line endings, wrong delimiters, huge
-lines, truncation, truncated or corrupted gzip — or arbitrary bytes) must end as a valid
+lines, truncation, truncated or corrupted gzip; Parquet tables with columns of the wrong
+type, nulls, a missing or nested column, damaged bytes — or arbitrary bytes) must end as a valid
 store or as a one-line error naming the file, with nothing left behind. Prints the outcomes
 per format, the failures (any other exception or a broken promise, with the seed that
 reproduces it) and the rate; exits 1 if there was any failure.
 
-    python benchmarks/fuzz_readers.py [--inputs 10000] [--seed 0]
+    python benchmarks/fuzz_readers.py [--inputs 10000] [--seed 0] [--formats csv,parquet]
 
 Latest figures: docs/reliability.md.
 """
@@ -23,7 +24,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fuzz_inputs import TEXT_FORMATS, check_outcome, make_input
+from fuzz_inputs import FORMATS, check_outcome, make_input
 
 from srt_jax.progress import progress_bar
 
@@ -32,13 +33,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", type=int, default=10_000, help="inputs in all (10000)")
     parser.add_argument("--seed", type=int, default=0, help="first input seed (0)")
+    parser.add_argument(
+        "--formats",
+        type=lambda text: tuple(text.split(",")),
+        default=FORMATS,
+        help=f"comma-separated, taken in turn (default {','.join(FORMATS)})",
+    )
     args = parser.parse_args()
+    unknown = set(args.formats) - set(FORMATS)
+    if unknown:
+        parser.error(f"unknown format(s) {', '.join(sorted(unknown))}; allowed: {FORMATS}")
     outcomes: collections.Counter = collections.Counter()
     failures = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch, progress_bar(args.inputs, "inputs") as bar:
         for k in range(args.inputs):
-            fmt, seed = TEXT_FORMATS[k % len(TEXT_FORMATS)], args.seed + k
+            fmt, seed = args.formats[k % len(args.formats)], args.seed + k
             data, gzipped = make_input(fmt, seed)
             work = Path(scratch) / str(k)
             try:
@@ -47,7 +57,7 @@ def main() -> int:
                 failures.append((fmt, seed, "".join(traceback.format_exception_only(err)).strip()))
             bar.update(1)
     seconds = time.perf_counter() - started
-    for fmt in TEXT_FORMATS:
+    for fmt in args.formats:
         stores, errors = outcomes[fmt, "store"], outcomes[fmt, "error"]
         print(f"{fmt:<10} stores {stores:>6}  clear errors {errors:>6}")
     rate = args.inputs / seconds

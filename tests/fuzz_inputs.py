@@ -16,9 +16,13 @@ Used by ``tests/test_fuzz_readers.py`` (a few hundred inputs in CI) and
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from srt_jax.data.ingest import prepare_store
 from srt_jax.data.readers import ReadOptions
@@ -26,7 +30,9 @@ from srt_jax.data.store import SequenceStore
 from srt_jax.errors import SrtJaxError
 
 TEXT_FORMATS = ("movielens", "recbole", "amazon", "csv")
-"""The formats read from text files (Parquet and TFDS have their own libraries' checks)."""
+"""The formats read from text files."""
+FORMATS = (*TEXT_FORMATS, "parquet")
+"""Every format fuzzed (TFDS datasets are built by TFDS, which checks its own files)."""
 CSV_OPTIONS = ReadOptions(user_col="user", item_col="item", time_col="ts")
 
 
@@ -83,9 +89,48 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return data
 
 
+def parquet_table(rng: random.Random) -> bytes:
+    """A Parquet file with ``user``, ``item``, ``ts`` columns of a random variant: integers,
+    strings, floats (some not finite), nulls, a missing column, a nested column."""
+    n = rng.randint(0, 40)
+    users = [rng.randint(1, 30) for _ in range(n)]
+    items = [rng.randint(1, 50) for _ in range(n)]
+    times = [rng.randint(0, 10**9) for _ in range(n)]
+    variant = rng.choice(["ints", "strings", "floats", "nulls", "missing", "nested", "huge"])
+    columns: dict[str, pa.Array] = {
+        "user": pa.array(users, pa.int64()),
+        "item": pa.array(items, pa.int64()),
+        "ts": pa.array(times, pa.int64()),
+    }
+    if variant == "strings":
+        columns[rng.choice(list(columns))] = pa.array(
+            [rng.choice(["7", "x", ""]) for _ in range(n)]
+        )
+    elif variant == "floats":
+        values = [rng.choice([1.5, float("nan"), float("inf"), -3.0, 1e300]) for _ in range(n)]
+        columns[rng.choice(list(columns))] = pa.array(values, pa.float64())
+    elif variant == "nulls":
+        key = rng.choice(list(columns))
+        columns[key] = pa.array([None if rng.random() < 0.3 else 1 for _ in range(n)], pa.int64())
+    elif variant == "missing":
+        del columns[rng.choice(list(columns))]
+    elif variant == "nested":
+        columns[rng.choice(list(columns))] = pa.array([[1, 2]] * n, pa.list_(pa.int64()))
+    elif variant == "huge":
+        columns["ts"] = pa.array([2**62 + rng.randint(0, 9) for _ in range(n)], pa.int64())
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
 def make_input(fmt: str, seed: int) -> tuple[bytes, bool]:
     """``(file content, gzipped)`` of fuzz input ``seed`` of ``fmt``."""
     rng = random.Random(seed)
+    if fmt == "parquet":
+        if rng.random() < 0.1:
+            return bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 400))), False
+        data = parquet_table(rng)
+        return (mutate(data, rng) if rng.random() < 0.5 else data), False
     if rng.random() < 0.1:
         data = bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 400)))
     else:
@@ -104,12 +149,17 @@ def check_outcome(fmt: str, data: bytes, gzipped: bool, work: Path) -> str:
     """Prepare a store from ``data`` in ``work``; ``"store"`` or ``"error"``, the only two
     outcomes allowed (an AssertionError says what else happened; other exceptions pass up)."""
     work.mkdir(parents=True, exist_ok=True)
-    name = {"movielens": "u.data", "recbole": "log.inter", "amazon": "reviews.json"}
+    name = {
+        "movielens": "u.data",
+        "recbole": "log.inter",
+        "amazon": "reviews.json",
+        "parquet": "log.parquet",
+    }
     path = work / (name.get(fmt, "log.csv") + (".gz" if gzipped else ""))
     path.write_bytes(data)
     out = work / "store"
     before = set(work.iterdir())
-    options = CSV_OPTIONS if fmt == "csv" else None
+    options = CSV_OPTIONS if fmt in ("csv", "parquet") else None
     try:
         result = prepare_store(path, fmt, out, read_options=options, progress=False)
     except SrtJaxError as err:

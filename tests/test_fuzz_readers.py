@@ -5,12 +5,12 @@ traceback and never a partial store (the inputs and the check: tests/fuzz_inputs
 import gzip
 
 import pytest
-from fuzz_inputs import TEXT_FORMATS, check_outcome, make_input
+from fuzz_inputs import FORMATS, TEXT_FORMATS, check_outcome, make_input
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
-@pytest.mark.parametrize("fmt", TEXT_FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_damaged_inputs_give_a_store_or_a_clear_error(fmt, tmp_path):
     outcomes = set()
     for seed in range(60):
@@ -22,8 +22,9 @@ def test_damaged_inputs_give_a_store_or_a_clear_error(fmt, tmp_path):
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(fmt=st.sampled_from(TEXT_FORMATS), data=st.binary(max_size=300), gzipped=st.booleans())
+@given(fmt=st.sampled_from(FORMATS), data=st.binary(max_size=300), gzipped=st.booleans())
 def test_arbitrary_bytes_give_a_store_or_a_clear_error(fmt, data, gzipped, tmp_path_factory):
+    gzipped = gzipped and fmt in TEXT_FORMATS
     if gzipped:
         data = gzip.compress(data)
     check_outcome(fmt, data, gzipped, tmp_path_factory.mktemp("bytes"))
@@ -39,6 +40,10 @@ def test_arbitrary_bytes_give_a_store_or_a_clear_error(fmt, data, gzipped, tmp_p
         ("amazon", 14),  # bad UTF-8 let into an id by pyarrow's JSON reader
         ("csv", 3),  # a lone CR in the header: csv.Error
         ("csv", 5),  # a field over the csv module's size limit
+        ("parquet", 7),  # a nested time column: the error did not name the file
+        ("parquet", 13),  # a nested id column: ArrowNotImplementedError
+        ("parquet", 20),  # a damaged page: OSError from pyarrow
+        ("parquet", 76),  # corrupt snappy data
     ],
 )
 def test_the_inputs_that_once_gave_a_traceback(fmt, seed, tmp_path):

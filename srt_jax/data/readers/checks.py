@@ -44,8 +44,8 @@ def check_columns(
     reasons = np.zeros(len(users), np.int8)
     time_values, time_ok = _to_int64(times)
     checks = [
-        (EMPTY_USER, _id_present(users)),
-        (EMPTY_ITEM, _id_present(items)),
+        (EMPTY_USER, _id_present(users, "user")),
+        (EMPTY_ITEM, _id_present(items, "item")),
         (BAD_TIME, time_ok),
     ]
     rating_values = None
@@ -66,10 +66,17 @@ def check_columns(
     ), reasons
 
 
-def _id_present(ids: pa.Array) -> np.ndarray:
-    """bool [n]: the id is there (not null and, for text, not empty)."""
-    if pa.types.is_integer(ids.type):
+def _id_present(ids: pa.Array, name: str) -> np.ndarray:
+    """bool [n]: the id is there (not null and, for text, not empty).
+
+    Raises:
+      DataError: the ids are neither integers nor text (``name``: user or item).
+    """
+    kind = ids.type
+    if pa.types.is_integer(kind):
         return np.asarray(pc.is_valid(ids), dtype=bool)
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{name} id column has type {kind}; expected integers or text")
     return np.asarray(pc.greater(pc.binary_length(ids), 0).fill_null(False), dtype=bool)
 
 

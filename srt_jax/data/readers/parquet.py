@@ -22,8 +22,8 @@ class ParquetSource(Source):
     def __init__(self, path: Path, columns: Columns) -> None:
         try:
             self._file = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"{path}: not a readable Parquet file: {err}") from None
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{path}: not a readable Parquet file: {_first_line(err)}") from None
         names = self._file.schema_arrow.names
         missing = [name for name in columns.names if name not in names]
         if missing:
@@ -36,13 +36,29 @@ class ParquetSource(Source):
         self.size = self._file.metadata.num_rows
 
     def chunks(self, bad: BadRows) -> Iterator[tuple[Chunk, int]]:
+        """Batches of rows checked like any reader's; a damaged page or a column of an
+        unusable type is a DataError naming the file."""
         start = 0
-        for batch in self._file.iter_batches(batch_size=1 << 20, columns=self.columns.names):
+        batches = self._file.iter_batches(batch_size=1 << 20, columns=self.columns.names)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as err:
+                raise DataError(
+                    f"{self.path}: not a readable Parquet file: {_first_line(err)}"
+                ) from None
             rows = np.arange(start + 1, start + batch.num_rows + 1)
-            yield (
-                check_counted(
-                    pa.Table.from_batches([batch]), self.path, self.columns, bad, rows, "row"
-                ),
-                len(rows),
-            )
+            table = pa.Table.from_batches([batch])
+            try:
+                chunk = check_counted(table, self.path, self.columns, bad, rows, "row")
+            except DataError as err:
+                raise DataError(f"{self.path}: {err}") from None
+            yield chunk, len(rows)
             start += len(rows)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
