@@ -2,6 +2,11 @@
 
 import importlib.util
 import json
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +175,29 @@ def test_srt_figure_script_on_a_tiny_mlflow_database(tmp_path, capsys):
     assert (tmp_path / "fig" / "srt_scaling.png").stat().st_size > 0
     assert (tmp_path / "fig" / "srt_scaling.svg").stat().st_size > 0
     assert "100 negatives: 2 runs" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_fit_killed_at_random_moments_leaves_a_whole_result_or_none(tmp_path):
+    """SIGKILL ``srt-jax fit`` 6 times at random moments (loading, fitting, bootstrapping,
+    drawing, moving): the output directory never holds a fit.json whose figures are
+    missing, and the next run removes the killed runs' staging directories."""
+    source = isoflop_csv(tmp_path / "points.csv")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "srt_jax.cli", "fit", str(source), "--out", str(out)]
+    command += ["--bootstrap", "30", "--quiet"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    duration = time.perf_counter() - started
+    rng = random.Random(0)
+    for _ in range(6):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, duration))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        record = json.loads((out / "fit.json").read_text())
+        for files in record["figures"].values():
+            for name in files:
+                assert (out / name).is_file(), f"fit.json names a missing {name}"
+    subprocess.run(command, check=True, capture_output=True)
+    assert [p.name for p in tmp_path.iterdir() if ".staging-" in p.name] == []

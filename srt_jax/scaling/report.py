@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -102,20 +103,31 @@ def write_results(report: FitReport, out_dir: Path) -> list[Path]:
     return write_staged(out_dir, fill)
 
 
+STAGING = ".staging-"
+"""Staging directories are ``.<out name>.staging-<pid>-<random>`` beside the output."""
+RECORDS = ("fit.json", "compare.json")
+"""The machine-read records: moved into place after every other output."""
+
+
 def write_staged(out_dir: Path, fill: Callable[[Path], None]) -> list[Path]:
     """Run ``fill(staging)`` on an empty staging directory beside ``out_dir``, then move what
     it wrote into ``out_dir`` (a directory replaces its namesake); return the moved paths.
 
-    Nothing reaches ``out_dir`` unless ``fill`` returns.
+    Nothing reaches ``out_dir`` unless ``fill`` returns. The records (:data:`RECORDS`) move
+    last, so a process killed while moving leaves the previous record, never a record whose
+    figures are missing. Staging directories of processes that were killed (their pid no
+    longer runs) are removed first.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    remove_stale_staging(out_dir)
+    prefix = f".{out_dir.name}{STAGING}{os.getpid()}-"
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
     try:
         fill(staging)
         out_dir.mkdir(exist_ok=True)
         written = []
-        for path in sorted(staging.iterdir()):
+        for path in sorted(staging.iterdir(), key=lambda p: (p.name in RECORDS, p.name)):
             target = out_dir / path.name
             if path.is_dir() and target.is_dir():
                 shutil.rmtree(target)
@@ -124,6 +136,24 @@ def write_staged(out_dir: Path, fill: Callable[[Path], None]) -> list[Path]:
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_staging(out_dir: Path) -> None:
+    """Remove the staging directories of ``out_dir`` left by processes no longer running."""
+    for path in out_dir.parent.glob(f".{out_dir.name}{STAGING}*"):
+        pid = path.name[len(f".{out_dir.name}{STAGING}") :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> str:
