@@ -15,7 +15,7 @@ user would. At the end the sweep is finished and checked:
 - registry states wrong: runs left ``running``, or a registry that does not open;
 - exports: the final export's ``runs.csv`` must list every run once.
 
-    python benchmarks/fault_injection.py [--kills 20] [--seed 0]
+    python benchmarks/fault_injection.py [--kills 20] [--seed 0] [--workers 2]
 
 Latest figures: docs/reliability.md. Exit status 1 if any count is not 0.
 """
@@ -40,7 +40,7 @@ from srt_jax.train.run_dir import RunDirectory
 from srt_jax.train.run_eval import restore_best
 
 TIMING_KEYS = ("wall_s", "loop_s", "eval_s")
-RUN_OPTIONS = ["--workers", "2", "--heartbeat-timeout", "3", "--max-attempts", "1000", "--quiet"]
+RUN_OPTIONS = ["--heartbeat-timeout", "3", "--max-attempts", "1000", "--quiet"]
 
 
 def write_spec(root: Path) -> Path:
@@ -77,9 +77,11 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "srt_jax.cli", *args]
 
 
-def run_sweep(spec: Path, root: Path) -> subprocess.Popen:
+def run_sweep(spec: Path, root: Path, workers: int) -> subprocess.Popen:
+    """Launch ``sweep run`` with ``workers`` local worker processes."""
+    options = [*RUN_OPTIONS, "--workers", str(workers)]
     return subprocess.Popen(
-        cli("sweep", "run", str(spec), "--root", str(root), *RUN_OPTIONS),
+        cli("sweep", "run", str(spec), "--root", str(root), *options),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: workers can be found and killed
@@ -98,7 +100,7 @@ def metrics(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
-def inject(spec: Path, root: Path, kills: int, rng: random.Random) -> dict[str, int]:
+def inject(spec: Path, root: Path, kills: int, rng: random.Random, workers: int) -> dict[str, int]:
     """``kills`` random SIGKILLs while the sweep at ``root`` runs; the kinds killed."""
     killed = {"launcher": 0, "worker": 0, "export": 0}
     for k in range(kills):
@@ -115,7 +117,7 @@ def inject(spec: Path, root: Path, kills: int, rng: random.Random) -> dict[str, 
                 killed[kind] += 1
             exporting.wait()
             continue
-        launcher = run_sweep(spec, root)
+        launcher = run_sweep(spec, root, workers)
         time.sleep(rng.uniform(3.0, 12.0))
         if launcher.poll() is not None:  # the sweep finished before the kill
             print(f"kill {k + 1}: the sweep had finished", flush=True)
@@ -166,17 +168,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs (20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (0)")
+    parser.add_argument("--workers", type=int, default=2, help="local workers per launch (2)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         spec = write_spec(work)
         started = time.perf_counter()
-        reference = run_sweep(spec, work / "reference")
+        reference = run_sweep(spec, work / "reference", args.workers)
         reference.wait()
         print(f"reference sweep: {time.perf_counter() - started:.0f} s", flush=True)
-        killed = inject(spec, work / "faults", args.kills, rng)
-        final = run_sweep(spec, work / "faults")
+        killed = inject(spec, work / "faults", args.kills, rng, args.workers)
+        final = run_sweep(spec, work / "faults", args.workers)
         final.wait()
         counts = check(work / "faults", work / "reference")
         with Registry(work / "faults") as registry:
