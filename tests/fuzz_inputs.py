@@ -145,9 +145,12 @@ def make_input(fmt: str, seed: int) -> tuple[bytes, bool]:
     return data, gzipped
 
 
-def check_outcome(fmt: str, data: bytes, gzipped: bool, work: Path) -> str:
-    """Prepare a store from ``data`` in ``work``; ``"store"`` or ``"error"``, the only two
-    outcomes allowed (an AssertionError says what else happened; other exceptions pass up)."""
+def check_outcome(
+    fmt: str, data: bytes, gzipped: bool, work: Path, *, skip_bad_rows: bool = False
+) -> str:
+    """Prepare a store from ``data`` in ``work`` (by default a bad row is an error; with
+    ``skip_bad_rows``, the lenient mode); ``"store"`` or ``"error"``, the only two outcomes
+    allowed (an AssertionError says what else happened; other exceptions pass up)."""
     work.mkdir(parents=True, exist_ok=True)
     name = {
         "movielens": "u.data",
@@ -161,7 +164,9 @@ def check_outcome(fmt: str, data: bytes, gzipped: bool, work: Path) -> str:
     before = set(work.iterdir())
     options = CSV_OPTIONS if fmt in ("csv", "parquet") else None
     try:
-        result = prepare_store(path, fmt, out, read_options=options, progress=False)
+        result = prepare_store(
+            path, fmt, out, read_options=options, skip_bad_rows=skip_bad_rows, progress=False
+        )
     except SrtJaxError as err:
         message = str(err)
         assert "\n" not in message.strip(), f"a message of several lines: {message!r}"

@@ -10,12 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
+@pytest.mark.parametrize("skip_bad_rows", [False, True])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_damaged_inputs_give_a_store_or_a_clear_error(fmt, tmp_path):
+def test_damaged_inputs_give_a_store_or_a_clear_error(fmt, skip_bad_rows, tmp_path):
     outcomes = set()
     for seed in range(60):
         data, gzipped = make_input(fmt, seed)
-        outcomes.add(check_outcome(fmt, data, gzipped, tmp_path / str(seed)))
+        work = tmp_path / str(seed)
+        outcomes.add(check_outcome(fmt, data, gzipped, work, skip_bad_rows=skip_bad_rows))
     assert outcomes == {"store", "error"}  # both kinds of input were met
 
 
