@@ -64,6 +64,9 @@ def test_temporal_split_by_hand(tmp_path):
     np.testing.assert_array_equal(split.test.target_pos, [2, 7, 10])
     np.testing.assert_array_equal(split.test.context_start, [0, 4, 9])
     assert split.protocol["cutoff"] == 8
+    for outside in (1, 0, 31):  # at or before the first interaction, after the last
+        with pytest.raises(ConfigError, match=r"outside the log's time range.*\(1\).*\(30\)"):
+            make_split(store, heldout_fraction=0.0, seed=0, scheme="temporal", cutoff=outside)
     by_quantile = make_split(
         store, heldout_fraction=0.0, seed=0, scheme="temporal", cutoff_quantile=0.5
     )

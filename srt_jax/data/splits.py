@@ -257,6 +257,13 @@ def _cutoff_time(store: SequenceStore, cutoff: int | None, cutoff_quantile: floa
             key="cutoff",
         )
     if cutoff is not None:
+        first, last = int(np.min(store.timestamps)), int(np.max(store.timestamps))
+        if not first < int(cutoff) <= last:
+            raise ConfigError(
+                f"temporal split cutoff = {cutoff} is outside the log's time range: expected "
+                f"a time after its first interaction ({first}) and at most its last ({last})",
+                key="cutoff",
+            )
         return int(cutoff)
     if not 0.0 < cutoff_quantile < 1.0:
         raise ConfigError(
