@@ -42,3 +42,10 @@ class RunFailedError(TrainingError):
     exit status 1, where bad input is 2."""
 
     exit_status: ClassVar[int] = 1
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of ``err``'s message (at most ``limit`` characters), or its type's
+    name when the message is empty: how a library's multi-line error is quoted in ours."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__

@@ -107,8 +107,17 @@ def test_interaction_level_tfds_dataset_by_name(tmp_path):
         data_dir=str(tmp_path / "tfds"), file_format="array_record"
     ).download_and_prepare(download_dir=str(tmp_path / "downloads"))
     options = ReadOptions(tfds_data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(DataError, match=r"example 3: missing or empty user id"):
+        prepare_store(
+            "srt_jax_test_ratings", "tfds", tmp_path / "s", read_options=options, progress=False
+        )
     result = prepare_store(
-        "srt_jax_test_ratings", "tfds", tmp_path / "s", read_options=options, progress=False
+        "srt_jax_test_ratings",
+        "tfds",
+        tmp_path / "s",
+        read_options=options,
+        skip_bad_rows=True,
+        progress=False,
     )
     store = result.store
     assert store.user_ids().tolist() == [7, 8]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srt_jax.errors import SrtJaxError
+from srt_jax.errors import SrtJaxError, first_line
 from srt_jax.sweep.monitor import SweepMonitor
 from srt_jax.sweep.registry import Claim, Registry
 from srt_jax.sweep.worker import (
@@ -159,7 +159,7 @@ class _RayDriver:
                 outcome = ray.get(ref)
             except ray.exceptions.RayError as err:  # the task or its worker process died
                 error = f"ray task failed (attempt {claim.attempt} of {self.max_attempts}): "
-                error += str(err).splitlines()[0]
+                error += first_line(err)
                 if claim.attempt < self.max_attempts:  # again, resuming from its checkpoint
                     self.registry.release(claim.run_id, self.worker, error, attempt_counts=True)
                     continue

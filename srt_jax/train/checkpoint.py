@@ -36,7 +36,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as policies
 
-from srt_jax.errors import CheckpointUnreadableError, TrainingError
+from srt_jax.errors import CheckpointUnreadableError, TrainingError, first_line
 from srt_jax.train.loop_state import LoopState
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class Checkpoints:
         try:
             saved = self.manager.item_metadata(step).state
         except Exception as err:  # unreadable metadata: a damaged checkpoint
-            raise CheckpointUnreadableError(f"{where}: unreadable ({_first_line(err)})") from None
+            raise CheckpointUnreadableError(f"{where}: unreadable ({first_line(err)})") from None
         difference = state_difference(saved, abstract_state)
         if difference:
             raise TrainingError(
@@ -147,11 +147,11 @@ class Checkpoints:
             if saved is None:  # a mismatch the metadata could not show
                 raise TrainingError(
                     f"{where}: the saved parameters do not match the run's model "
-                    f"({_first_line(err)})"
+                    f"({first_line(err)})"
                 ) from None
-            raise CheckpointUnreadableError(f"{where}: unreadable ({_first_line(err)})") from None
+            raise CheckpointUnreadableError(f"{where}: unreadable ({first_line(err)})") from None
         except Exception as err:  # missing or damaged files
-            raise CheckpointUnreadableError(f"{where}: unreadable ({_first_line(err)})") from None
+            raise CheckpointUnreadableError(f"{where}: unreadable ({first_line(err)})") from None
         return restored.state, dict(restored.loop)
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
@@ -256,11 +256,6 @@ def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
             names.pop()
         out[".".join(names)] = tuple(getattr(leaf, "shape", ()) or ())
     return out
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 def _key_name(key: Any) -> str:

@@ -60,7 +60,7 @@ from typing import Any
 import jax
 
 from srt_jax.config import RunConfig, config_hash
-from srt_jax.errors import RunFailedError
+from srt_jax.errors import RunFailedError, first_line
 from srt_jax.models.counting import count_params, six_n_d
 from srt_jax.progress import progress_bar
 from srt_jax.train.adaptive_batch import BatchController
@@ -79,15 +79,14 @@ def disk_full(err: BaseException, ls: LoopState) -> RunFailedError | None:
     """A RunFailedError naming the cause when ``err`` is a write that failed for lack of
     space (ENOSPC, EFBIG from a file-size limit, EDQUOT; also when a library reports one in
     its message), else None."""
-    message = str(err)
     if not (
         (isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS)
-        or any(text in message for text in DISK_FULL_TEXTS)
+        or any(text in str(err) for text in DISK_FULL_TEXTS)
     ):
         return None
     where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
     return RunFailedError(
-        f"the disk is full ({where}{message.strip().splitlines()[0][:200]}) at step {ls.step}; "
+        f"the disk is full ({where}{first_line(err, 200)}) at step {ls.step}; "
         "the checkpoints saved before are intact: free space and run the same command to "
         "resume"
     )

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from srt_jax.data.readers.base import BadRows, Chunk, Columns, Source
 from srt_jax.data.readers.checks import check_counted
-from srt_jax.errors import DataError
+from srt_jax.errors import DataError, first_line
 
 
 class ParquetSource(Source):
@@ -23,7 +23,7 @@ class ParquetSource(Source):
         try:
             self._file = pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as err:
-            raise DataError(f"{path}: not a readable Parquet file: {_first_line(err)}") from None
+            raise DataError(f"{path}: not a readable Parquet file: {first_line(err)}") from None
         names = self._file.schema_arrow.names
         missing = [name for name in columns.names if name not in names]
         if missing:
@@ -47,7 +47,7 @@ class ParquetSource(Source):
                 return
             except (pa.ArrowException, OSError) as err:
                 raise DataError(
-                    f"{self.path}: not a readable Parquet file: {_first_line(err)}"
+                    f"{self.path}: not a readable Parquet file: {first_line(err)}"
                 ) from None
             rows = np.arange(start + 1, start + batch.num_rows + 1)
             table = pa.Table.from_batches([batch])
@@ -57,8 +57,3 @@ class ParquetSource(Source):
                 raise DataError(f"{self.path}: {err}") from None
             yield chunk, len(rows)
             start += len(rows)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from srt_jax.data.readers.base import BadRows, Chunk, Columns, ReadOptions, Source
 from srt_jax.data.readers.checks import check_counted
-from srt_jax.errors import DataError
+from srt_jax.errors import DataError, first_line
 
 TFDS_BATCH = 4096
 
@@ -49,7 +49,7 @@ class TfdsSource(Source):
             raise DataError(
                 f"TFDS dataset {name_or_dir!r} not found (data dir "
                 f"{options.tfds_data_dir or 'default'}): "
-                f"{str(err).splitlines()[0]}"
+                f"{first_line(err)}"
             ) from None
         if not builder.is_prepared():
             raise DataError(
@@ -64,7 +64,7 @@ class TfdsSource(Source):
                 f"TFDS dataset {name_or_dir!r}, split {options.tfds_split!r}: "
                 f"cannot open for random access without TensorFlow "
                 f"(file format {builder.info.file_format}; rebuild it with "
-                f"--file_format=array_record): {str(err).splitlines()[0]}"
+                f"--file_format=array_record): {first_line(err)}"
             ) from None
         features = list(builder.info.features.keys())
         self.time_unit = (builder.info.metadata or {}).get("store_meta", {}).get("time_unit")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from srt_jax.config import RunConfig
-from srt_jax.errors import ConfigError
+from srt_jax.errors import ConfigError, first_line
 from srt_jax.train.curves import curves_figure, load_run
 from srt_jax.train.run_dir import CONFIG_FILE, SUMMARY_FILE
 from srt_jax.train.tracking.records import (
@@ -89,10 +89,9 @@ class Trackers:
             return action()
         except Exception as err:  # a tracker must never fail the run
             self.active = [t for t in self.active if t.name != name]
-            message = str(err).strip().splitlines()[0] if str(err).strip() else ""
             print(
                 f"srt-jax: warning: the {name} tracker failed ({type(err).__name__}: "
-                f"{message[:300]}); the run goes on without it",
+                f"{first_line(err)}); the run goes on without it",
                 file=sys.stderr,
                 flush=True,
             )
