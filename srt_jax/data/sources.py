@@ -44,7 +44,7 @@ def open_dataset(data_cfg: DataConfig, *, progress: bool = True) -> SequenceStor
                 f"({', '.join(BUILTINS)}) nor an existing store directory"
             )
         return SequenceStore(path)
-    with _lock(path):
+    with file_lock(path):
         if not path.exists():
             if data_cfg.dataset == "synthetic":
                 synth = data_cfg.synthetic
@@ -63,7 +63,7 @@ def open_dataset(data_cfg: DataConfig, *, progress: bool = True) -> SequenceStor
 
 
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``<path>.lock`` (held across processes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "w") as handle:

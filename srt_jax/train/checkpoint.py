@@ -126,10 +126,14 @@ class Checkpoints:
             checkpoint): names the checkpoint and the differing parameters.
         """
         where = f"checkpoint {self.manager.directory / str(step)}"
+
+        def unreadable(err: Exception) -> CheckpointUnreadableError:
+            return CheckpointUnreadableError(f"{where}: unreadable ({first_line(err)})")
+
         try:
             saved = self.manager.item_metadata(step).state
         except Exception as err:  # unreadable metadata: a damaged checkpoint
-            raise CheckpointUnreadableError(f"{where}: unreadable ({first_line(err)})") from None
+            raise unreadable(err) from None
         difference = state_difference(saved, abstract_state)
         if difference:
             raise TrainingError(
@@ -149,9 +153,9 @@ class Checkpoints:
                     f"{where}: the saved parameters do not match the run's model "
                     f"({first_line(err)})"
                 ) from None
-            raise CheckpointUnreadableError(f"{where}: unreadable ({first_line(err)})") from None
+            raise unreadable(err) from None
         except Exception as err:  # missing or damaged files
-            raise CheckpointUnreadableError(f"{where}: unreadable ({first_line(err)})") from None
+            raise unreadable(err) from None
         return restored.state, dict(restored.loop)
 
     def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:

@@ -21,7 +21,6 @@ the run seconds, not minutes, before it is dropped with a warning.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from srt_jax.config import RunConfig, flat_dict, to_dict
+from srt_jax.data.sources import file_lock
 from srt_jax.train.run_dir import write_atomic
 from srt_jax.train.tracking.records import FinalRecord
 
@@ -66,13 +66,8 @@ def store_lock(uri: str) -> Iterator[None]:
     if database is None:
         yield
         return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(database):
+        yield
 
 
 def _chunks(items: list[Any]) -> Iterator[list[Any]]:
