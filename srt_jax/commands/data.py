@@ -8,12 +8,26 @@ from dataclasses import fields
 from typing import TypeVar
 
 from srt_jax.commands.output import finish
-from srt_jax.data.download import DATASETS, SOURCES, get_dataset
+from srt_jax.data.download import DATASETS, SOURCES, get_dataset, get_item_features
 from srt_jax.data.info import format_stats, store_stats
-from srt_jax.data.ingest import DUPLICATE_POLICIES, FILTER_ORDER, Filters, prepare_store
-from srt_jax.data.readers import FORMATS, ReadOptions
+from srt_jax.data.ingest import (
+    DUPLICATE_POLICIES,
+    FILTER_ORDER,
+    FeatureInput,
+    Filters,
+    prepare_store,
+)
+from srt_jax.data.readers import (
+    FEATURE_FORMATS,
+    FORMATS,
+    BadRows,
+    FeatureColumn,
+    ReadOptions,
+)
 from srt_jax.data.store import SequenceStore
+from srt_jax.data.subsets import items_with_tokens, subset_store
 from srt_jax.data.synthetic import GeneratorOptions, synthesize_store
+from srt_jax.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -26,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_prepare(commands)
     _register_info(commands)
     _register_synth(commands)
+    _register_subset(commands)
     _register_export_tfds(commands)
 
 
@@ -46,6 +61,12 @@ def _register_get(commands: argparse._SubParsersAction) -> None:
         default="auto",
         help=f"where to fetch from: {', '.join(SOURCES)} (default auto: cache, "
         f"then GroupLens, then PyPI)",
+    )
+    get.add_argument(
+        "--item-features",
+        action="store_true",
+        help="fetch and print the item features file instead (movielens-100k: the RecBole "
+        "wheel's ml-100k.item, with title, release year and genres)",
     )
     get.set_defaults(handler=run_get)
 
@@ -84,6 +105,35 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     columns.add_argument("--sep", help="csv field separator (default ','; '\\t' for tab)")
     columns.add_argument("--tfds-split", default="train")
     columns.add_argument("--tfds-data-dir", help="TFDS data directory to find a dataset name")
+    features = prepare.add_argument_group(
+        "item features (a side table of item attributes, stored as tokens per item)"
+    )
+    features.add_argument(
+        "--item-features",
+        metavar="FILE",
+        help="item attributes: RecBole .item, Amazon meta_*.json(.gz), CSV or Parquet",
+    )
+    features.add_argument(
+        "--features-format",
+        help=f"format of --item-features: {', '.join(FEATURE_FORMATS)} (default: --format "
+        "when it is one of these)",
+    )
+    features.add_argument(
+        "--feature-column",
+        action="append",
+        metavar="COLUMN[:MODE[:SEP]]",
+        help="an attribute column and how it becomes tokens: whole (default: the value is one "
+        "token), words (lower-cased words), multi:SEP (split on SEP); repeat for several "
+        "(required for csv and parquet; defaults: every column of a .item file, title, brand "
+        "and categories of Amazon metadata)",
+    )
+    features.add_argument("--features-item-col", help="item id column of --item-features")
+    features.add_argument(
+        "--min-token-items",
+        type=int,
+        help="keep only the feature tokens at least this many items carry (default 1: all; "
+        "2 drops the title words of a single item)",
+    )
     filters = prepare.add_argument_group("filters (all off by default)")
     filters.add_argument("--min-rating", type=float, help="keep rows with rating >= this")
     filters.add_argument(
@@ -139,6 +189,28 @@ def _register_synth(commands: argparse._SubParsersAction) -> None:
     synth.set_defaults(handler=run_synth)
 
 
+def _register_subset(commands: argparse._SubParsersAction) -> None:
+    subset = commands.add_parser(
+        "subset",
+        help="a store restricted to items with (or without) feature tokens, and a user sample",
+        description="Write a sub-store: the items that carry any --items-with token (or none "
+        "of the --items-without tokens), each user's history restricted to them, users with "
+        "fewer than --min-length such interactions dropped, then a seeded sample of "
+        "--max-users. Items keep their original ids and features: the domains of a transfer "
+        "study (e.g. --items-with 'class=Comedy' of MovieLens-100K).",
+    )
+    subset.add_argument("store", help="the parent store (with item features)")
+    subset.add_argument("--out", required=True, help="store directory to create")
+    choose = subset.add_mutually_exclusive_group(required=True)
+    choose.add_argument("--items-with", nargs="+", metavar="TOKEN", help="e.g. class=Comedy")
+    choose.add_argument("--items-without", nargs="+", metavar="TOKEN")
+    subset.add_argument("--min-length", type=int, default=2, help="least interactions kept")
+    subset.add_argument("--max-users", type=int, help="keep a seeded sample of this many users")
+    subset.add_argument("--seed", type=int, default=0, help="seed of the user sample")
+    subset.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    subset.set_defaults(handler=run_subset)
+
+
 def _register_export_tfds(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser(
         "export-tfds",
@@ -154,13 +226,16 @@ def _register_export_tfds(commands: argparse._SubParsersAction) -> None:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    fetched = get_dataset(args.dataset, args.cache_dir, args.source)
+    if args.item_features:
+        fetched = get_item_features(args.dataset, args.cache_dir)
+        hint = f"--item-features {fetched.path} --features-format {fetched.format}"
+    else:
+        fetched = get_dataset(args.dataset, args.cache_dir, args.source)
+        hint = f"{fetched.path} --format {fetched.format} --out STORE"
     origin = "cached" if fetched.cached else "downloaded and verified"
     if not args.quiet:
         print(
-            f"{args.dataset}: {origin}; prepare it with: srt-jax data prepare {fetched.path} "
-            f"--format {fetched.format} --out STORE",
-            file=sys.stderr,
+            f"{args.dataset}: {origin}; use it with: srt-jax data prepare {hint}", file=sys.stderr
         )
     summary = {
         "dataset": args.dataset,
@@ -182,16 +257,15 @@ def run_prepare(args: argparse.Namespace) -> int:
         read_options=read_options,
         filters=filters,
         skip_bad_rows=args.skip_bad_rows,
+        item_features=_feature_input(args),
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
     store = result.store
     bad = result.bad_rows
-    if bad.count:  # always said, --quiet or not: rows were left out
-        reasons = ", ".join(f"{n} {reason}" for reason, n in bad.by_reason.items())
-        print(f"skipped {bad.count} bad rows ({reasons}); first ones:", file=sys.stderr)
-        for example in bad.examples:
-            print(f"  {example}", file=sys.stderr)
+    _say_skipped(bad, "bad rows")
+    if result.feature_bad_rows is not None:
+        _say_skipped(result.feature_bad_rows, "bad item-feature rows")
     removed = {name: n for name, n in result.removed.items() if n}
     summary = {
         "store": str(store.path),
@@ -209,8 +283,62 @@ def run_prepare(args: argparse.Namespace) -> int:
         + (f" (removed: {removed})" if removed else "")
         + f" in {result.seconds:.1f} s"
     )
+    if store.has_item_features:
+        record = store.meta["item_features"]
+        summary["item_features"] = {
+            key: record[key]
+            for key in ("vocab_size", "items_with_features", "items_without_features")
+        } | {"rows_unmatched": record["rows_unmatched"]}
+        summary["item_features"]["tokens_dropped"] = record["tokens_dropped"]
+        text += (
+            f"; item features: {record['vocab_size']:,} tokens"
+            + (
+                f" ({record['tokens_dropped']:,} rare ones dropped)"
+                if record["tokens_dropped"]
+                else ""
+            )
+            + f", {record['items_without_features']:,} items without features, "
+            f"{record['rows_unmatched']:,} feature rows for items not in the log"
+        )
     finish(args, summary, text)
     return 0
+
+
+def _say_skipped(bad: BadRows, what: str) -> None:
+    """Print how many rows were skipped and the first ones (always, --quiet or not: rows
+    were left out)."""
+    if bad.count:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in bad.by_reason.items())
+        print(f"skipped {bad.count} {what} ({reasons}); first ones:", file=sys.stderr)
+        for example in bad.examples:
+            print(f"  {example}", file=sys.stderr)
+
+
+def _feature_input(args: argparse.Namespace) -> FeatureInput | None:
+    """The ``--item-features`` options as a FeatureInput (None without the option)."""
+    if args.item_features is None:
+        for option in ("features_format", "feature_column", "features_item_col", "min_token_items"):
+            if getattr(args, option) is not None:
+                raise ConfigError(
+                    f"--{option.replace('_', '-')} needs --item-features FILE", key=option
+                )
+        return None
+    fmt = args.features_format or (args.fmt if args.fmt in FEATURE_FORMATS else None)
+    if fmt not in FEATURE_FORMATS:
+        raise ConfigError(
+            f"--features-format = {fmt!r} is invalid: expected one of {', '.join(FEATURE_FORMATS)}",
+            key="--features-format",
+        )
+    columns = None
+    if args.feature_column:
+        columns = tuple(FeatureColumn.parse(text) for text in args.feature_column)
+    min_items = 1 if args.min_token_items is None else args.min_token_items
+    if min_items < 1:
+        raise ConfigError(
+            f"--min-token-items = {min_items} is invalid: expected an integer >= 1",
+            key="--min-token-items",
+        )
+    return FeatureInput(args.item_features, fmt, columns, args.features_item_col, min_items)
 
 
 def _from_args(cls: type[T], args: argparse.Namespace) -> T:
@@ -251,6 +379,38 @@ def run_synth(args: argparse.Namespace) -> int:
         f"wrote {store.path}: {store.n_users:,} users, {store.n_items:,} items, "
         f"{store.n_interactions:,} interactions; oracle loss "
         f"{store.meta['oracle_loss']:.4f} nats/target"
+    )
+    finish(args, summary, text)
+    return 0
+
+
+def run_subset(args: argparse.Namespace) -> int:
+    parent = SequenceStore(args.store)
+    tokens = args.items_with or args.items_without
+    chosen = items_with_tokens(parent, tokens)
+    keep = chosen if args.items_with else ~chosen
+    keep[0] = False
+    rule = {"items_with" if args.items_with else "items_without": tokens}
+    store = subset_store(
+        parent,
+        args.out,
+        keep,
+        max_users=args.max_users,
+        seed=args.seed,
+        min_length=args.min_length,
+        overwrite=args.overwrite,
+        meta=rule,
+    )
+    summary = {
+        "store": str(store.path),
+        "users": store.n_users,
+        "items": store.n_items,
+        "interactions": store.n_interactions,
+        **rule,
+    }
+    text = (
+        f"wrote {store.path}: {store.n_users:,} users, {store.n_items:,} items, "
+        f"{store.n_interactions:,} interactions (of {parent.n_interactions:,} in {parent.path})"
     )
     finish(args, summary, text)
     return 0

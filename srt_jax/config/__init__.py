@@ -29,6 +29,7 @@ from srt_jax.config.train import (
     ORPOConfig,
     ProdigyConfig,
     TrainConfig,
+    TransferConfig,
     USGMConfig,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "SamplerMode",
     "SynthConfig",
     "TrainConfig",
+    "TransferConfig",
     "USGMConfig",
     "apply_overrides",
     "backbone_of",

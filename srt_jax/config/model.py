@@ -11,6 +11,7 @@ from typing import Literal
 from srt_jax.config.keys import backbone_key, check, new_key, resolve_owned_keys
 
 Backbone = Literal["transformer", "mamba"]
+ItemEncoder = Literal["id", "hashed", "features", "features+id", "features+hashed"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,11 @@ class ModelConfig:
     """Backbone and item encoder shape. ``d_ff`` null means ``4 * d_model``.
 
     Shared keys: ``d_model``, ``n_layers``, ``d_ff`` (the position-wise feed-forward width of
-    every block), ``dropout``, the item encoder and ``dtype``. Transformer keys: ``n_heads``
+    every block), ``dropout``, the item encoder and ``dtype``. ``item_encoder``: ``id`` (a
+    row per item), ``hashed`` (``n_hashes`` rows of ``hash_buckets`` shared ones), ``features``
+    (the ``feature_pooling`` sum or mean of the item's feature-token rows, SRT's
+    catalog-independent encoder; needs a store with item features), or ``features+id`` /
+    ``features+hashed`` (that plus the ID or hashed vector). Transformer keys: ``n_heads``
     (default 2), ``norm`` (``pre``), ``positions`` (``learned``). Mamba keys: the ``mamba``
     section (:class:`MambaConfig`). See the module docstring for how backbone keys behave.
 
@@ -95,9 +100,10 @@ class ModelConfig:
     norm: Literal["pre", "post"] | None = backbone_key("transformer", lambda: "pre")
     positions: Literal["learned", "rope"] | None = backbone_key("transformer", lambda: "learned")
     tie_embeddings: bool = True
-    item_encoder: Literal["id", "hashed"] = "id"
+    item_encoder: ItemEncoder = "id"
     hash_buckets: int = 4096
     n_hashes: int = 2
+    feature_pooling: Literal["sum", "mean"] = new_key("mean")
     dtype: Literal["float32", "bfloat16"] = "float32"
     mamba: MambaConfig | None = backbone_key("mamba", MambaConfig)
     mup_base_width: int | None = new_key(None)

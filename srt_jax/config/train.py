@@ -156,6 +156,38 @@ class AdaptiveBatchConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """Fine-tuning a pre-trained run (``train.transfer``, with ``train.init_from``;
+    :mod:`srt_jax.train.transfer`).
+
+    ``freeze``: ``none`` (every parameter trains), ``backbone`` (only the item encoders —
+    ID rows, hashed buckets, feature tokens — train; the blocks, norms and position table
+    keep the pre-trained values), or ``progressive`` (ULMFiT's gradual unfreezing: the
+    backbone starts frozen, and after every ``unfreeze_every`` of the token budget (null:
+    1 / (n_layers + 1)) one more block unfreezes, top block first; the parameters outside
+    the blocks unfreeze with the top one).
+    ``l2_to_init`` (λ >= 0): a pull of the backbone's parameters back to the pre-trained
+    values, L2-SP (Li et al. 2018; EWC with an identity Fisher) decoupled from the gradient
+    as AdamW decouples weight decay: every step moves them by ``-lr x λ x (θ - θ₀)``, so
+    ``lr x λ`` must stay at most 1 (at 1 a step returns them to θ₀).
+    """
+
+    freeze: Literal["none", "backbone", "progressive"] = "none"
+    unfreeze_every: float | None = None
+    l2_to_init: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(
+            self.unfreeze_every is None
+            or (self.freeze == "progressive" and 0 < self.unfreeze_every <= 1),
+            "train.transfer.unfreeze_every",
+            self.unfreeze_every,
+            "null, or a fraction in (0, 1] with train.transfer.freeze = 'progressive'",
+        )
+        check(self.l2_to_init >= 0, "train.transfer.l2_to_init", self.l2_to_init, "a number >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Loss, optimiser, schedule and budget.
 
@@ -192,8 +224,11 @@ class TrainConfig:
     initialised (:mod:`srt_jax.train.init_from`); the optimiser starts fresh.
 
     ``adaptive_batch`` (null: a fixed batch): the section of :class:`AdaptiveBatchConfig`.
+    ``transfer`` (null: plain fine-tuning): freezing and the pull to the pre-trained values
+    of a run that starts from ``init_from`` (:class:`TransferConfig`).
 
-    ``optimizer``, ``objective``, ``init_from`` and ``adaptive_batch`` are :func:`new_key` s:
+    ``optimizer``, ``objective``, ``init_from``, ``adaptive_batch`` and ``transfer`` are
+    :func:`new_key` s:
     configs keep the run ids they had before these keys existed.
 
     ``trackers`` (default none): where the run's figures are also logged, ``tensorboard``
@@ -228,6 +263,7 @@ class TrainConfig:
     orpo: ORPOConfig | None = owned_key("objective", "orpo", ORPOConfig)
     init_from: str | None = new_key(None)
     adaptive_batch: AdaptiveBatchConfig | None = new_key(None)
+    transfer: TransferConfig | None = new_key(None)
     seed: int = 0
     data_parallel: int | None = None
     log_every: int = 50
@@ -282,6 +318,27 @@ class TrainConfig:
             "train.init_from",
             self.init_from,
             "null or the directory of a trained run",
+        )
+        check(
+            self.transfer is None or self.init_from is not None,
+            "train.transfer",
+            self.transfer,
+            "null unless train.init_from names the pre-trained run",
+        )
+        check(
+            self.transfer is None or self.transfer.l2_to_init == 0 or self.optimizer != "usgm",
+            "train.transfer.l2_to_init",
+            None if self.transfer is None else self.transfer.l2_to_init,
+            "0 with train.optimizer = 'usgm' (the pull is scaled by the scheduled rate)",
+        )
+        check(
+            self.transfer is None
+            or self.optimizer not in ("adamw", "schedule_free_adamw")
+            or self.transfer.l2_to_init * self.learning_rate <= 1,
+            "train.transfer.l2_to_init",
+            None if self.transfer is None else self.transfer.l2_to_init,
+            f"at most 1 / train.learning_rate = {1 / self.learning_rate:g} (a larger pull "
+            "overshoots the pre-trained values)",
         )
         check(
             self.adaptive_batch is None or self.batch_size % 2 == 0,

@@ -9,6 +9,10 @@
   ``pip download --no-deps`` (so only the package registry is needed), the member is checked
   against its SHA-256 and cached. Read it with ``--format recbole``.
 
+Its item features (title, release year, genres) come from the same wheel's ``ml-100k.item``
+(:func:`get_item_features`; RecBole atomic ``.item``, MovieLens movie ids, so they match the
+ratings of either source).
+
 ``source="auto"`` returns a cached copy if there is one, else tries GroupLens, then PyPI.
 Files are written to a temporary name and renamed once verified, so a cached file is always
 a verified one. The cache directory is ``$SRT_JAX_CACHE`` or ``~/.cache/srt-jax``.
@@ -57,12 +61,23 @@ class WheelMember:
 
 
 @dataclass(frozen=True)
+class ItemFeaturesFile:
+    """A dataset's item side table: the wheel member, its reader format and the columns
+    (``FeatureColumn.parse`` forms) to tokenise."""
+
+    member: WheelMember
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """Where to get a dataset: GroupLens-style zip and/or a PyPI wheel member."""
+    """Where to get a dataset: GroupLens-style zip and/or a PyPI wheel member, and its
+    item features."""
 
     name: str
     grouplens: ZipDownload
     pypi: WheelMember
+    item_features: ItemFeaturesFile | None = None
 
 
 DATASETS = {
@@ -80,6 +95,16 @@ DATASETS = {
             member="recbole/dataset_example/ml-100k/ml-100k.inter",
             sha256="4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
             format="recbole",
+        ),
+        item_features=ItemFeaturesFile(
+            member=WheelMember(
+                package="recbole",
+                version="1.2.1",
+                member="recbole/dataset_example/ml-100k/ml-100k.item",
+                sha256="51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+                format="recbole",
+            ),
+            columns=("movie_title:words", "release_year:whole", "class:multi: "),
         ),
     ),
 }
@@ -156,6 +181,24 @@ def get_dataset(
     except DataError as err:
         raise DataError("; ".join([*errors, str(err)])) from None
     return Fetched(pypi_file, dataset.pypi.format, cached=False)
+
+
+def get_item_features(
+    name: str, cache_dir: str | Path | None = None, *, pip_args: Sequence[str] = ()
+) -> Fetched:
+    """Return the cached item side table of dataset ``name``, fetching it if needed
+    (``pip download`` of its wheel, the member checked against its SHA-256)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    spec = DATASETS[name].item_features
+    if spec is None:
+        raise DataError(f"dataset {name!r} has no item features")
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = folder / name / Path(spec.member.member).name
+    if dest.is_file() and sha256_file(dest) == spec.member.sha256:
+        return Fetched(dest, spec.member.format, cached=True)
+    fetch_wheel_member(spec.member, dest, pip_args=pip_args)
+    return Fetched(dest, spec.member.format, cached=False)
 
 
 def fetch_zip_member(spec: ZipDownload, dest: Path, *, timeout_s: float = 10.0) -> Path:

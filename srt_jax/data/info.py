@@ -52,7 +52,9 @@ def store_stats(store: SequenceStore) -> dict[str, Any]:
 
     Keys: ``n_users``, ``n_items``, ``n_interactions``, ``density``, ``history_length``
     (min, p5, p25, p50, p75, p95, max, mean; interactions per user), ``item_gini``,
-    ``top1pct_item_share``, ``time`` (min, max, unit), ``has_ratings``, ``source``.
+    ``top1pct_item_share``, ``time`` (min, max, unit), ``has_ratings``, ``source``, and
+    ``item_features`` (null, or: ``vocab_size``, ``tokens_per_item`` mean,
+    ``items_without_features``, ``rows_unmatched``, ``source``).
     """
     lengths = store.lengths
     counts = item_counts(store)[1:]
@@ -73,6 +75,22 @@ def store_stats(store: SequenceStore) -> dict[str, Any]:
         "time": _time_range(store),
         "has_ratings": store.ratings is not None,
         "source": store.meta.get("source", {}),
+        "item_features": _feature_stats(store),
+    }
+
+
+def _feature_stats(store: SequenceStore) -> dict[str, Any] | None:
+    """The item features' summary (see :func:`store_stats`), or None without features."""
+    features = store.item_features()
+    if features is None:
+        return None
+    record = store.meta["item_features"]
+    return {
+        "vocab_size": features.vocab_size,
+        "tokens_per_item": float(features.counts[1:].mean()) if features.n_items else 0.0,
+        "items_without_features": features.items_without_features,
+        "rows_unmatched": record.get("rows_unmatched", 0),
+        "source": record.get("source"),
     }
 
 
@@ -107,6 +125,18 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"{_format_time(time_range['max'], time_range['unit'])}",
         f"ratings        {'yes' if stats['has_ratings'] else 'no'}",
     ]
+    features = stats.get("item_features")
+    if features:
+        lines.append(
+            f"item features  {features['vocab_size']:,} tokens, "
+            f"{features['tokens_per_item']:.1f} per item; "
+            f"{features['items_without_features']:,} items without features"
+            + (
+                f"; {features['rows_unmatched']:,} feature rows match no item"
+                if features["rows_unmatched"]
+                else ""
+            )
+        )
     source = stats.get("source") or {}
     if isinstance(source, str):  # a generated store: "synthetic"
         lines.append(f"source         {source}")

@@ -24,7 +24,12 @@
       different sizes with one seed are nested, which data-size ladders need. The item k-core
       is not re-imposed on the sample; meta.json records this order.
 
-5. **Write** the store atomically: users numbered 0..n_users-1 and items 1..n_items
+5. **Item features** (``item_features``, optional): a side table of item attributes is read
+   first (so a bad one fails before the long read of the log), tokenised per column, and
+   stored beside the interactions for the items the log kept
+   (:mod:`srt_jax.data.item_features`); items without a row get the "no features" token.
+
+6. **Write** the store atomically: users numbered 0..n_users-1 and items 1..n_items
    densely (original id order), with meta.json recording sources, detected layouts,
    filters, rows removed by each filter and bad-row counts. A failed prepare leaves nothing
    at the output path.
@@ -56,7 +61,15 @@ from srt_jax.data.interactions import (
     sort_by_user_time,
     user_time_key,
 )
-from srt_jax.data.readers import BadRows, ReadOptions, open_source
+from srt_jax.data.item_features import features_for_items
+from srt_jax.data.readers import (
+    BadRows,
+    FeatureColumn,
+    ItemTable,
+    ReadOptions,
+    open_source,
+    read_item_table,
+)
 from srt_jax.data.store import SequenceStore, create_store
 from srt_jax.errors import DataError
 from srt_jax.progress import progress_bar
@@ -65,6 +78,7 @@ __all__ = [
     "DUPLICATE_POLICIES",
     "FILTER_ORDER",
     "TIE_BREAK",
+    "FeatureInput",
     "Filters",
     "IdEncoder",
     "Interactions",
@@ -84,15 +98,35 @@ TIE_BREAK = "input order (files in the order given, then line order)"
 _WRITE_CHUNK = 1 << 22
 
 
+@dataclass(frozen=True)
+class FeatureInput:
+    """A side table of item attributes to store as item features.
+
+    Attributes:
+      path: the file; format: one of ``srt_jax.data.readers.FEATURE_FORMATS``.
+      columns: the attribute columns and how each becomes tokens (None: the format's
+        defaults); item_col: the item id column (None: the format's default).
+      min_token_items: keep only the tokens at least this many of the log's items carry.
+    """
+
+    path: str | Path
+    format: str
+    columns: tuple[FeatureColumn, ...] | None = None
+    item_col: str | None = None
+    min_token_items: int = 1
+
+
 @dataclass
 class PrepareResult:
-    """What ``prepare_store`` did: the opened store, rows read, bad rows, rows removed."""
+    """What ``prepare_store`` did: the opened store, rows read, bad rows, rows removed, and
+    the item features' bad rows (None without item features)."""
 
     store: SequenceStore
     rows_read: int
     bad_rows: BadRows
     removed: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    feature_bad_rows: BadRows | None = None
 
 
 def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,9 +138,18 @@ def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_columns(
-    out: str | Path, columns: Interactions, meta: dict[str, Any], *, overwrite: bool, progress: bool
+    out: str | Path,
+    columns: Interactions,
+    meta: dict[str, Any],
+    *,
+    overwrite: bool,
+    progress: bool,
+    item_table: ItemTable | None = None,
+    min_token_items: int = 1,
 ) -> SequenceStore:
-    """Write sorted, filtered columns as a store (users 0..n_users-1, items 1..n_items, densely)."""
+    """Write sorted, filtered columns as a store (users 0..n_users-1, items 1..n_items,
+    densely), with the item features of ``item_table`` when given (tokens on fewer than
+    ``min_token_items`` items dropped)."""
     user_new, user_present = _dense(columns.users, len(columns.user_ids))
     item_new, item_present = _dense(columns.items, len(columns.item_ids))
     users = user_new[columns.users]
@@ -136,6 +179,26 @@ def write_columns(
         arrays.offsets[:] = offsets
         arrays.user_ids = columns.user_ids[user_present]
         arrays.item_ids = np.concatenate([sentinel, columns.item_ids[item_present]])
+        if item_table is not None:
+            features, counts = features_for_items(
+                arrays.item_ids,
+                item_table.item_ids,
+                item_table.tokens,
+                min_token_items=min_token_items,
+            )
+            arrays.item_features = features
+            arrays.item_features_meta = {
+                "source": {
+                    "file": str(Path(item_table.path).resolve()),
+                    "layout": item_table.layout,
+                    "columns": [str(column) for column in item_table.columns],
+                    "rows_read": item_table.rows_read,
+                    "merged_rows": item_table.merged_rows,
+                    "min_token_items": min_token_items,
+                },
+                **counts,
+                "bad_rows": item_table.bad_rows.to_meta(),
+            }
     return SequenceStore(out)
 
 
@@ -147,6 +210,7 @@ def prepare_store(
     read_options: ReadOptions | None = None,
     filters: Filters | None = None,
     skip_bad_rows: bool = False,
+    item_features: FeatureInput | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> PrepareResult:
@@ -159,8 +223,10 @@ def prepare_store(
       out: the store directory to create.
       read_options: column names, separator and TFDS options of the inputs.
       filters: filters to apply (all off by default).
-      skip_bad_rows: skip bad rows and count them (with examples) in the result; by
-        default the first bad row is an error naming its file and line.
+      skip_bad_rows: skip bad rows (of the log and of the item features) and count them
+        (with examples) in the result; by default the first bad row is an error naming its
+        file and line.
+      item_features: a side table of item attributes to store as item features.
       overwrite: replace an existing store at ``out``.
       progress: show progress bars.
 
@@ -175,6 +241,15 @@ def prepare_store(
     if Path(out).exists() and not overwrite:
         raise DataError(f"{out} already exists (pass --overwrite to replace it)")
     sources = [open_source(path, fmt, read_options) for path in paths]
+    item_table = None
+    if item_features is not None:
+        item_table = read_item_table(
+            item_features.path,
+            item_features.format,
+            columns=item_features.columns,
+            item_col=item_features.item_col,
+            skip_bad_rows=skip_bad_rows,
+        )
     bad = BadRows()
     columns = read_columns(sources, bad, skip_bad_rows=skip_bad_rows, progress=progress)
     rows_read = len(columns.users)
@@ -203,5 +278,20 @@ def prepare_store(
         "filters": {**asdict(filters), "order": list(FILTER_ORDER), **report},
         "bad_rows": bad.to_meta(),
     }
-    store = write_columns(out, columns, meta, overwrite=overwrite, progress=progress)
-    return PrepareResult(store, rows_read, bad, report["removed"], time.perf_counter() - started)
+    store = write_columns(
+        out,
+        columns,
+        meta,
+        overwrite=overwrite,
+        progress=progress,
+        item_table=item_table,
+        min_token_items=1 if item_features is None else item_features.min_token_items,
+    )
+    return PrepareResult(
+        store,
+        rows_read,
+        bad,
+        report["removed"],
+        time.perf_counter() - started,
+        None if item_table is None else item_table.bad_rows,
+    )

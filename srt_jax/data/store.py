@@ -13,6 +13,10 @@ A store is a directory holding
 - ``ratings.npy``     float32 [n_interactions], optional: explicit feedback where the source
                       had it.
 - ``meta.json``       counts, source, filters, checksum, format version.
+- ``feature_*``       optional: the items' attribute tokens (:mod:`srt_jax.data.item_features`),
+                      described by ``meta.json``'s ``item_features``.
+
+Format version 2 added the item features; version 1 stores (which never have them) still open.
 
 Stores are written atomically (a temporary sibling directory renamed into place) and
 opened with ``mmap_mode="r"``: nothing here loads ``items`` whole into memory.
@@ -27,15 +31,17 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from srt_jax.data.item_features import ItemFeatures
 from srt_jax.errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED_FILES = (
     "items.npy",
     "timestamps.npy",
@@ -52,7 +58,8 @@ class StoreArrays:
     """Writable arrays of a store being built (memory-mapped files in a temporary dir).
 
     Fill ``items``, ``timestamps``, ``offsets`` (and ``ratings`` if present) in place, and
-    set ``item_ids`` / ``user_ids`` before the ``create_store`` block ends.
+    set ``item_ids`` / ``user_ids`` before the ``create_store`` block ends; optionally set
+    ``item_features`` and its ``meta.json`` record ``item_features_meta``.
     """
 
     items: np.memmap
@@ -61,6 +68,8 @@ class StoreArrays:
     ratings: np.memmap | None
     item_ids: np.ndarray | None = None
     user_ids: np.ndarray | None = None
+    item_features: ItemFeatures | None = None
+    item_features_meta: dict[str, Any] = field(default_factory=dict)
 
 
 class SequenceStore:
@@ -90,16 +99,18 @@ class SequenceStore:
         except json.JSONDecodeError as err:
             raise DataError(f"{self.path / 'meta.json'}: not valid JSON: {err}") from None
         version = self.meta.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise DataError(
                 f"{self.path}: store format version {version!r} is not supported "
-                f"(this srt-jax reads version {FORMAT_VERSION}); prepare it again"
+                f"(this srt-jax reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+                "prepare it again"
             )
         self.items = self._load("items.npy", np.int32)
         self.timestamps = self._load("timestamps.npy", np.int64)
         self.offsets = np.asarray(self._load("offsets.npy", np.int64))
         ratings = self.path / "ratings.npy"
         self.ratings = self._load("ratings.npy", np.float32) if ratings.is_file() else None
+        self._item_features: ItemFeatures | None = None
         self._check_shapes()
 
     def _load(self, name: str, dtype: type) -> np.ndarray:
@@ -160,6 +171,19 @@ class SequenceStore:
     def user_ids(self) -> np.ndarray:
         """[n_users] original user ids."""
         return np.load(self.path / "user_ids.npy", mmap_mode="r")
+
+    @property
+    def has_item_features(self) -> bool:
+        """Whether the store holds item features (``--item-features`` at prepare time)."""
+        return "item_features" in self.meta
+
+    def item_features(self) -> ItemFeatures | None:
+        """The items' feature tokens (loaded and checked on first call), or None."""
+        if not self.has_item_features:
+            return None
+        if self._item_features is None:
+            self._item_features = ItemFeatures.load(self.path, self.n_items)
+        return self._item_features
 
     def checksum(self) -> str:
         """SHA-256 of items and offsets, as recorded in meta.json at write time."""
@@ -242,12 +266,24 @@ def _finish(
             array.flush()
     np.save(tmp / "item_ids.npy", np.asarray(arrays.item_ids))
     np.save(tmp / "user_ids.npy", np.asarray(arrays.user_ids))
+    features = {}
+    if arrays.item_features is not None:
+        arrays.item_features.check("create_store", n_items)
+        arrays.item_features.save(tmp)
+        features = {
+            "item_features": {
+                **arrays.item_features_meta,
+                "vocab_size": arrays.item_features.vocab_size,
+                "n_feature_tokens": len(arrays.item_features.tokens),
+            }
+        }
     record = {
         "format_version": FORMAT_VERSION,
         "n_users": n_users,
         "n_items": n_items,
         "n_interactions": n_interactions,
         **meta,
+        **features,
         "checksum": array_checksum(arrays.items, arrays.offsets),
     }
     (tmp / "meta.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
@@ -280,6 +316,8 @@ def write_store(
     meta: Mapping[str, Any],
     *,
     ratings: np.ndarray | None = None,
+    item_features: ItemFeatures | None = None,
+    item_features_meta: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> SequenceStore:
     """Write in-memory arrays as a store (atomically) and open it.
@@ -292,6 +330,8 @@ def write_store(
       user_ids: [n_users] original ids.
       meta: source, filters and other facts recorded in meta.json.
       ratings: optional float [n_interactions].
+      item_features: optional feature tokens of the items, with ``item_features_meta``, the
+        facts recorded about them in ``meta.json`` (source, counts).
     """
     n_items = len(item_ids) - 1
     if len(items) and (int(np.min(items)) < 1 or int(np.max(items)) > n_items):
@@ -312,4 +352,6 @@ def write_store(
             arrays.ratings[:] = ratings
         arrays.item_ids = np.asarray(item_ids)
         arrays.user_ids = np.asarray(user_ids)
+        arrays.item_features = item_features
+        arrays.item_features_meta = dict(item_features_meta or {})
     return SequenceStore(path)

@@ -82,7 +82,8 @@ class BackboneEntry:
     """A registered backbone.
 
     Attributes:
-      build: ``build(cfg, n_items, max_len, rngs=...)`` -> a freshly initialised model.
+      build: ``build(cfg, n_items, max_len, rngs=..., item_features=...)`` -> a freshly
+        initialised model (``item_features``: the store's, or None).
       block_flops: ``block_flops(cfg, max_len)`` -> its blocks' forward FLOPs per position.
       shape_label: ``shape_label(cfg)`` -> a short description of its shape for tables.
     """

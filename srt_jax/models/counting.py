@@ -21,6 +21,7 @@ import jax
 from flax import nnx
 
 from srt_jax.config import ModelConfig, TrainConfig
+from srt_jax.data.item_features import ItemFeatures
 from srt_jax.models.factory import backbone_entry
 from srt_jax.models.item_encoders import EmbeddingParam
 
@@ -63,8 +64,10 @@ class FlopsBreakdown:
       attention: scores ``Q K^T`` and ``A V`` over the full ``max_len`` keys, all layers
         (0 for Mamba).
       scan: causal convolution and selective scan, all layers (0 for the transformer).
-      embedding: sums of hashed buckets — the inputs', and the output table's built once per
-        step and spread over the step's ``batch_size x max_len`` positions (0 for ID tables).
+      embedding: sums of hashed buckets and of feature tokens: an item table built once per
+        step (features: twice, for the inputs and the output table; hashed: the output
+        table), spread over the step's ``batch_size x max_len`` positions, plus the inputs'
+        own bucket sums (hashed); 0 for ID tables.
       output: scoring the candidates of the loss used: n_items rows (full softmax), K + 1
         (sampled softmax, gBCE) or 2 (BCE); plus n_items for ORPO's odds.
     """
@@ -104,17 +107,28 @@ def output_candidates(train_cfg: TrainConfig, n_items: int) -> int:
 
 
 def flops_per_token(
-    model_cfg: ModelConfig, n_items: int, max_len: int, train_cfg: TrainConfig
+    model_cfg: ModelConfig,
+    n_items: int,
+    max_len: int,
+    train_cfg: TrainConfig,
+    *,
+    item_features: ItemFeatures | None = None,
 ) -> FlopsBreakdown:
     """Analytic forward FLOPs per position of the model ``model_cfg`` trained with
-    ``train_cfg``: its backbone's own block count plus the item encoder and the loss."""
+    ``train_cfg``: its backbone's own block count plus the item encoder and the loss
+    (``item_features``: the store's, needed by the ``features`` item encoders)."""
     d, L = model_cfg.d_model, max_len
     blocks = backbone_entry(model_cfg).block_flops(model_cfg, L)
+    positions_per_step = train_cfg.batch_size * L
     embedding = 0.0
-    if model_cfg.item_encoder == "hashed":
+    if model_cfg.item_encoder.endswith("hashed"):
         bucket_sums = (model_cfg.n_hashes - 1) * d
-        positions_per_step = train_cfg.batch_size * L
         embedding = bucket_sums * (1 + (n_items + 1) / positions_per_step)
+    if model_cfg.item_encoder.startswith("features"):
+        if item_features is None:
+            raise ValueError("flops_per_token: a features item encoder needs item_features")
+        token_sums = (len(item_features.tokens) - n_items) * d
+        embedding += 2 * token_sums / positions_per_step
     return FlopsBreakdown(
         backbone=blocks.backbone,
         attention=blocks.attention,

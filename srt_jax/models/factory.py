@@ -11,6 +11,8 @@ from __future__ import annotations
 from flax import nnx
 
 from srt_jax.config import ModelConfig
+from srt_jax.data.item_features import ItemFeatures
+from srt_jax.data.store import SequenceStore
 from srt_jax.models.backbone import Backbone, BackboneEntry
 from srt_jax.models.mamba import Mamba4Rec, mamba_block_flops, mamba_shape_label
 from srt_jax.models.transformer import (
@@ -32,9 +34,22 @@ def backbone_entry(cfg: ModelConfig) -> BackboneEntry:
     return BACKBONES[cfg.backbone]
 
 
-def build_model(cfg: ModelConfig, n_items: int, max_len: int, rngs: nnx.Rngs) -> Backbone:
-    """A freshly initialised backbone for a catalog of ``n_items`` and windows of ``max_len``."""
-    return backbone_entry(cfg).build(cfg, n_items, max_len, rngs=rngs)
+def build_model(
+    cfg: ModelConfig,
+    n_items: int,
+    max_len: int,
+    rngs: nnx.Rngs,
+    *,
+    item_features: ItemFeatures | None = None,
+) -> Backbone:
+    """A freshly initialised backbone for a catalog of ``n_items`` and windows of ``max_len``;
+    ``item_features`` (the store's) are needed by the ``features`` item encoders."""
+    return backbone_entry(cfg).build(cfg, n_items, max_len, rngs=rngs, item_features=item_features)
+
+
+def model_item_features(cfg: ModelConfig, store: SequenceStore) -> ItemFeatures | None:
+    """The item features of ``store`` if ``cfg``'s item encoder uses them, else None."""
+    return store.item_features() if cfg.item_encoder.startswith("features") else None
 
 
 def shape_label(cfg: ModelConfig) -> str:

@@ -1,6 +1,6 @@
 """Item encoders: map item indices (0 = padding, 1..n_items = items) to vectors.
 
-Two encoders share one interface, ``encoder(ids_...) -> emb_...xD`` and
+The encoders share one interface, ``encoder(ids_...) -> emb_...xD`` and
 ``encoder.table() -> table_VxD`` (V = n_items + 1, row 0 = padding):
 
 * :class:`IdEncoder` — one learned row per item (SASRec's item table).
@@ -8,6 +8,11 @@ Two encoders share one interface, ``encoder(ids_...) -> emb_...xD`` and
   table of ``hash_buckets`` rows; an item's vector is the **sum** of its buckets' rows, so the
   parameter count does not depend on the catalog size (the "hashing trick" of Weinberger et
   al. 2009 with k hashes, as in Svenstrup et al. 2017 without importance weights).
+* :class:`FeaturesEncoder` — an item's vector pools (sum or mean) the rows of its feature
+  tokens (:mod:`srt_jax.data.item_features`) in a table of one row per token, SRT's
+  catalog-independent encoder: the parameters depend on the token vocabulary only, so a
+  model moves to a new catalog that shares it.
+* :class:`SumEncoder` — the sum of two encoders (``features+id``, ``features+hashed``).
 
 Every parameter of an encoder is an :class:`EmbeddingParam`, which is how parameter counting
 and weight-decay masks tell embedding parameters from the rest.
@@ -21,6 +26,8 @@ import numpy as np
 from flax import nnx
 
 from srt_jax.config import ModelConfig
+from srt_jax.data.item_features import ItemFeatures
+from srt_jax.errors import ConfigError
 
 EMBEDDING_INIT = nnx.initializers.normal(stddev=0.02)
 
@@ -32,7 +39,13 @@ _DROPPED_LOW_BITS = 8
 
 
 class EmbeddingParam(nnx.Param):
-    """A parameter that is an embedding table (items, hashed buckets or positions)."""
+    """A parameter that is an embedding table (items, hashed buckets, feature tokens or
+    positions)."""
+
+
+class FeatureIndex(nnx.Variable):
+    """Constant index arrays of a :class:`FeaturesEncoder` (data of the store: not trained,
+    not checkpointed, rebuilt from the store)."""
 
 
 def hash_buckets_of(ids_X: jax.Array, n_hashes: int, n_buckets: int) -> jax.Array:
@@ -94,13 +107,89 @@ class HashedEncoder(nnx.Module):
         return self(jnp.arange(self.n_items + 1, dtype=jnp.int32))
 
 
+class FeaturesEncoder(nnx.Module):
+    """Pooled feature tokens: item i's vector is the sum (or mean) of the rows of its tokens
+    in ``feature_table_OxD`` (O = the vocabulary size; row 0, padding, is never used)."""
+
+    def __init__(
+        self, features: ItemFeatures, d_model: int, pooling: str, *, rngs: nnx.Rngs
+    ) -> None:
+        self.n_items = features.n_items
+        self.feature_table_OxD = EmbeddingParam(
+            EMBEDDING_INIT(rngs.params(), (features.vocab_size, d_model))
+        )
+        self.token_ids = FeatureIndex(jnp.asarray(features.tokens, jnp.int32))
+        self.token_items = FeatureIndex(jnp.asarray(features.token_items, jnp.int32))
+        counts_V = np.maximum(features.counts, 1)
+        scale = 1.0 / counts_V if pooling == "mean" else np.ones(len(counts_V))
+        self.pool_scale_V = FeatureIndex(jnp.asarray(scale, jnp.float32))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """Vectors of ``ids`` (any integer shape X): float32 ``X x D`` (from the table)."""
+        return jnp.take(self.table(), ids, axis=0)
+
+    def table(self) -> jax.Array:
+        """All items' vectors, ``[n_items + 1, D]`` (row 0 = padding = 0), built each call
+        from the store's feature tokens: a gather of one row per token (``rows_XxD``, X =
+        the store's number of feature tokens) and a sorted segment sum."""
+        rows_XxD = jnp.take(self.feature_table_OxD[...], self.token_ids[...], axis=0)
+        pooled_VxD = jax.ops.segment_sum(
+            rows_XxD,
+            self.token_items[...],
+            num_segments=self.n_items + 1,
+            indices_are_sorted=True,
+        )
+        return pooled_VxD * self.pool_scale_V[...][:, None]
+
+
+class SumEncoder(nnx.Module):
+    """The sum of a features encoder and an ID or hashed encoder."""
+
+    def __init__(self, features: FeaturesEncoder, other: IdEncoder | HashedEncoder) -> None:
+        self.features = features
+        self.other = other
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """Vectors of ``ids`` (any integer shape X): float32 ``X x D``."""
+        return self.features(ids) + self.other(ids)
+
+    def table(self) -> jax.Array:
+        """All items' vectors, ``[n_items + 1, D]`` (row 0 = padding)."""
+        return self.features.table() + self.other.table()
+
+
+ItemEncoder = IdEncoder | HashedEncoder | FeaturesEncoder | SumEncoder
+
+
 def make_item_encoder(
-    cfg: ModelConfig, n_items: int, *, rngs: nnx.Rngs
-) -> IdEncoder | HashedEncoder:
-    """The encoder named by ``cfg.item_encoder`` (``id`` or ``hashed``)."""
-    if cfg.item_encoder == "hashed":
-        return HashedEncoder(n_items, cfg.d_model, cfg.n_hashes, cfg.hash_buckets, rngs=rngs)
-    return IdEncoder(n_items, cfg.d_model, rngs=rngs)
+    cfg: ModelConfig,
+    n_items: int,
+    *,
+    rngs: nnx.Rngs,
+    item_features: ItemFeatures | None = None,
+) -> ItemEncoder:
+    """The encoder named by ``cfg.item_encoder``; the ``features`` ones need
+    ``item_features`` of the same ``n_items`` items (ConfigError otherwise)."""
+    kind = cfg.item_encoder
+    plain = kind.removeprefix("features+")
+    other: IdEncoder | HashedEncoder | None = None
+    if plain == "hashed":
+        other = HashedEncoder(n_items, cfg.d_model, cfg.n_hashes, cfg.hash_buckets, rngs=rngs)
+    elif plain == "id":
+        other = IdEncoder(n_items, cfg.d_model, rngs=rngs)
+    if not kind.startswith("features"):
+        return other
+    if item_features is None:
+        raise ConfigError(
+            f"model.item_encoder = {kind!r} needs a store with item features (prepare it with "
+            "`srt-jax data prepare ... --item-features FILE`, or use a built-in dataset that "
+            "has them, such as movielens-100k)",
+            key="model.item_encoder",
+        )
+    if item_features.n_items != n_items:
+        raise ValueError(f"item features cover {item_features.n_items} items, not {n_items}")
+    encoder = FeaturesEncoder(item_features, cfg.d_model, cfg.feature_pooling, rngs=rngs)
+    return encoder if other is None else SumEncoder(encoder, other)
 
 
 class ItemTables:
@@ -108,12 +197,21 @@ class ItemTables:
     is the output table — the input encoder's (``tie_embeddings``) or a separate
     ``output_encoder``'s. Call :meth:`init_item_tables` in the backbone's ``__init__``."""
 
-    def init_item_tables(self, cfg: ModelConfig, n_items: int, *, rngs: nnx.Rngs) -> None:
+    def init_item_tables(
+        self,
+        cfg: ModelConfig,
+        n_items: int,
+        *,
+        rngs: nnx.Rngs,
+        item_features: ItemFeatures | None = None,
+    ) -> None:
         """Create the input encoder and, unless tied, the output encoder."""
-        self.item_encoder = make_item_encoder(cfg, n_items, rngs=rngs)
-        self.output_encoder = (
-            None if cfg.tie_embeddings else make_item_encoder(cfg, n_items, rngs=rngs)
-        )
+
+        def make() -> ItemEncoder:
+            return make_item_encoder(cfg, n_items, rngs=rngs, item_features=item_features)
+
+        self.item_encoder = make()
+        self.output_encoder = None if cfg.tie_embeddings else make()
 
     def item_table(self) -> jax.Array:
         """Output item table ``[n_items + 1, D]`` float32; row 0 (padding) is never a target."""

@@ -60,6 +60,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srt_jax.config import MambaConfig, ModelConfig
+from srt_jax.data.item_features import ItemFeatures
 from srt_jax.models.backbone import BlockFlops
 from srt_jax.models.item_encoders import ItemTables
 from srt_jax.models.layers import Dropout, FeedForward, MuP, WidthFixedParam
@@ -238,10 +239,18 @@ class MambaLayer(nnx.Module):
 class Mamba4Rec(ItemTables, MuP, nnx.Module):
     """Mamba4Rec backbone; see the module docstring. ``max_len`` is unused (no positions)."""
 
-    def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        n_items: int,
+        max_len: int,
+        *,
+        rngs: nnx.Rngs,
+        item_features: ItemFeatures | None = None,
+    ):
         dtype = jnp.dtype(cfg.dtype)
         self.dtype = dtype
-        self.init_item_tables(cfg, n_items, rngs=rngs)
+        self.init_item_tables(cfg, n_items, rngs=rngs, item_features=item_features)
         self.embed_dropout = Dropout(cfg.dropout, rngs=rngs)
         self.embed_norm = nnx.LayerNorm(
             cfg.d_model, epsilon=LAYER_NORM_EPSILON, dtype=dtype, rngs=rngs

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srt_jax.config import ModelConfig
+from srt_jax.data.item_features import ItemFeatures
 from srt_jax.models.backbone import BlockFlops
 from srt_jax.models.item_encoders import EMBEDDING_INIT, EmbeddingParam, ItemTables
 from srt_jax.models.layers import (
@@ -107,10 +108,18 @@ class Block(nnx.Module):
 class SeqRecTransformer(ItemTables, MuP, nnx.Module):
     """Causal next-item transformer; see the module docstring for options and masks."""
 
-    def __init__(self, cfg: ModelConfig, n_items: int, max_len: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        n_items: int,
+        max_len: int,
+        *,
+        rngs: nnx.Rngs,
+        item_features: ItemFeatures | None = None,
+    ):
         dtype = jnp.dtype(cfg.dtype)
         self.dtype = dtype
-        self.init_item_tables(cfg, n_items, rngs=rngs)
+        self.init_item_tables(cfg, n_items, rngs=rngs, item_features=item_features)
         self.position_table_LxD = (
             EmbeddingParam(EMBEDDING_INIT(rngs.params(), (max_len, cfg.d_model)))
             if cfg.positions == "learned"

@@ -189,6 +189,7 @@ def load_run_dirs(root: Path) -> ScalingPoints:
     metrics: dict[str, list[float]] = {}
     skipped: Counter[str] = Counter()
     seen: dict[str, Path] = {}
+    catalog_free = 0
     for summary_path in summary_paths(root):
         summary = read_json(summary_path)
         status = summary.get("status")
@@ -199,6 +200,7 @@ def load_run_dirs(root: Path) -> ScalingPoints:
         if rid in seen:
             raise DataError(f"run id {rid} appears twice: {seen[rid]} and {summary_path}")
         seen[rid] = summary_path
+        catalog_free += summary.get("params_grow_with_catalog") is False
         evaluation = required_key(summary_path, summary, "eval")
         run_id.append(rid)
         n_total.append(positive_key(summary_path, summary, "params_total"))
@@ -215,6 +217,9 @@ def load_run_dirs(root: Path) -> ScalingPoints:
     if not run_id:
         note = skipped_note(skipped) if skipped else "no summary.json found"
         raise DataError(f"{root}: no finished run to fit ({note})")
+    notes = [skipped_note(skipped)] if skipped else []
+    if catalog_free:
+        notes.append(CATALOG_FREE_NOTE.format(runs=catalog_free))
     return ScalingPoints.from_columns(
         run_id,
         n_total,
@@ -225,8 +230,14 @@ def load_run_dirs(root: Path) -> ScalingPoints:
         metrics=metrics,
         curves=curves,
         source=str(root),
-        notes=[skipped_note(skipped)] if skipped else [],
+        notes=notes,
     )
+
+
+CATALOG_FREE_NOTE = (
+    "{runs} run(s) encode items from their feature tokens (model.item_encoder: features): "
+    "their N counts token rows, not items, and does not depend on the catalog size"
+)
 
 
 def summary_paths(root: Path) -> list[Path]:

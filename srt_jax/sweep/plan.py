@@ -26,8 +26,9 @@ from flax import nnx
 
 from srt_jax.config import ModelConfig, RunConfig, config_hash, to_dict
 from srt_jax.data.sampler import WindowSampler
+from srt_jax.data.store import SequenceStore
 from srt_jax.models.counting import ParamCounts, count_params, six_n_d
-from srt_jax.models.factory import build_model, shape_label
+from srt_jax.models.factory import build_model, model_item_features, shape_label
 from srt_jax.progress import progress_bar
 from srt_jax.sweep.spec import PlannedRun, SkippedRun, SweepSpec, expand
 from srt_jax.train.run_dir import write_atomic
@@ -90,7 +91,7 @@ def make_plan(
     rows = tuple(
         PlanRow(
             run=run,
-            params=param_counts(run.config.model, run.facts.n_items, run.config.data.max_len),
+            params=param_counts(run.config.model, run.facts.store, run.config.data.max_len),
             seconds=seconds.get(run.run_id),
         )
         for run in expansion.runs
@@ -99,9 +100,13 @@ def make_plan(
 
 
 @functools.lru_cache(maxsize=256)
-def param_counts(model_cfg: ModelConfig, n_items: int, max_len: int) -> ParamCounts:
-    """Parameter counts of the model ``model_cfg`` builds (abstract: nothing is allocated)."""
-    abstract = nnx.eval_shape(lambda: build_model(model_cfg, n_items, max_len, nnx.Rngs(0)))
+def param_counts(model_cfg: ModelConfig, store: SequenceStore, max_len: int) -> ParamCounts:
+    """Parameter counts of the model ``model_cfg`` builds on ``store`` (abstract: nothing is
+    allocated)."""
+    features = model_item_features(model_cfg, store)
+    abstract = nnx.eval_shape(
+        lambda: build_model(model_cfg, store.n_items, max_len, nnx.Rngs(0), item_features=features)
+    )
     return count_params(abstract)
 
 

@@ -40,6 +40,7 @@ from srt_jax.data.splits import Split, split_from_config
 from srt_jax.data.store import SequenceStore
 from srt_jax.errors import ConfigError
 from srt_jax.models.counting import flops_per_token
+from srt_jax.models.factory import model_item_features
 from srt_jax.sweep.spec_file import (
     BUDGET_KEYS,
     ISOFLOP_KEYS,
@@ -158,7 +159,11 @@ def expand(spec: SweepSpec) -> Expansion:
             facts_by_data[data_key] = data_facts(config.data)
         facts = facts_by_data[data_key]
         per_token = flops_per_token(
-            config.model, facts.n_items, config.data.max_len, config.train
+            config.model,
+            facts.n_items,
+            config.data.max_len,
+            config.train,
+            item_features=model_item_features(config.model, facts.store),
         ).total
         if spec.isoflop is None:
             candidates = [(None, token_budget(config, facts.split), config)]

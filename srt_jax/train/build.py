@@ -23,7 +23,7 @@ from srt_jax.data.store import SequenceStore
 from srt_jax.data.test_sets import build_test_sets
 from srt_jax.errors import ConfigError
 from srt_jax.models.counting import FlopsBreakdown, flops_per_token
-from srt_jax.models.factory import build_model
+from srt_jax.models.factory import build_model, model_item_features
 from srt_jax.train.evaluate import Evaluator
 from srt_jax.train.init_from import InitRecord, init_from_run
 from srt_jax.train.losses import log_q_from_counts
@@ -115,7 +115,10 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
         token_budget=budget,
         ratings=ratings,
     )
-    model = build_model(config.model, store.n_items, data.max_len, nnx.Rngs(train_cfg.seed))
+    features = model_item_features(config.model, store)
+    model = build_model(
+        config.model, store.n_items, data.max_len, nnx.Rngs(train_cfg.seed), item_features=features
+    )
     init = None if train_cfg.init_from is None else init_from_run(model, config, store, mesh)
     log_q = {}
     popular_negatives = train_cfg.negatives == "popularity" and train_cfg.loss != "full_softmax"
@@ -127,7 +130,14 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
             "item_log_q": item_log_q if popular_negatives else None,
             "rejected_log_q": item_log_q if popular_rejected else None,
         }
-    step = TrainStep(model, train_cfg, total_tokens=budget, mesh=mesh, **log_q)
+    step = TrainStep(
+        model,
+        train_cfg,
+        total_tokens=budget,
+        mesh=mesh,
+        n_layers=config.model.n_layers,
+        **log_q,
+    )
     evaluator = Evaluator(
         model,
         store.items,
@@ -138,5 +148,7 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
         mesh=mesh,
         test_sets=build_test_sets(config.eval.test_sets, split, data.max_len, data.split_seed),
     )
-    flops = flops_per_token(config.model, store.n_items, data.max_len, train_cfg)
+    flops = flops_per_token(
+        config.model, store.n_items, data.max_len, train_cfg, item_features=features
+    )
     return RunParts(config, store, split, sampler, model, step, evaluator, budget, flops, init)

@@ -141,6 +141,8 @@ class _Training:
             "params_total": counts.total,
             "params_embedding": counts.embedding,
             "params_non_embedding": counts.non_embedding,
+            "item_encoder": self.config.model.item_encoder,
+            "params_grow_with_catalog": self.config.model.item_encoder != "features",
             "flops_per_token": flops.total,
             "flops_per_token_breakdown": flops.training_parts(),
             "flops_6nd": six_n_d(counts.non_embedding, ls.tokens),

@@ -41,6 +41,7 @@ from srt_jax.train.adaptive_batch import (
 from srt_jax.train.losses import compute_loss
 from srt_jax.train.optim import make_optimizer
 from srt_jax.train.orpo import orpo_term, rejected_items
+from srt_jax.train.transfer import backbone_mask, gate, pull_to_init, unfreeze_points
 
 DATA_AXIS = "data"
 BATCH_FIELDS = ("inputs", "targets", "mask")
@@ -95,6 +96,7 @@ class TrainStep:
       train_cfg: loss, optimiser and seed.
       total_tokens: the run's token budget (the schedule's length).
       mesh: the device mesh (see :func:`data_mesh`).
+      n_layers: the model's blocks (``train.transfer``'s progressive unfreezing counts them).
       item_log_q: ``[n_items + 1]`` log probabilities of popularity negatives, or None.
       rejected_log_q: the same for ORPO's ``popularity`` rejected items, or None.
 
@@ -121,6 +123,7 @@ class TrainStep:
         *,
         total_tokens: int,
         mesh: Mesh,
+        n_layers: int = 0,
         item_log_q: np.ndarray | None = None,
         rejected_log_q: np.ndarray | None = None,
     ) -> None:
@@ -136,6 +139,7 @@ class TrainStep:
         if orpo is not None and orpo.rejected == "disliked":
             self.batch_fields = (*BATCH_FIELDS, "ratings")
         self.metric_keys = self.optimizer.metric_keys + (ORPO_METRICS if orpo else ())
+        transfer = train_cfg.transfer
         constants = {
             "rest": rest,
             "item_log_q": item_log_q,
@@ -143,6 +147,11 @@ class TrainStep:
             "key": jax.random.key(train_cfg.seed),
             "peak_lr": np.float32(self.optimizer.peak or 0.0),
         }
+        if transfer is not None:  # the parameters' unfreeze points; θ₀ and its mask
+            constants["unfreeze_at"] = unfreeze_points(params, transfer, n_layers)
+            if transfer.l2_to_init:
+                constants["anchor"] = params
+                constants["anchor_mask"] = backbone_mask(params)
         self._constants = jax.device_put(constants, replicated(mesh))
         optimizer = self.optimizer
         self.adaptive = train_cfg.adaptive_batch is not None
@@ -214,6 +223,8 @@ class TrainStep:
 
             def update(grads: nnx.State, opt_state: Any) -> tuple[nnx.State, Any]:
                 opt_state = optimizer.set_learning_rate(opt_state, lr)
+                if transfer is not None:
+                    grads = gate(grads, constants["unfreeze_at"], progress)
                 line_search = {}
                 if optimizer.line_search:  # the same batch and keys: f_k of srt_jax.train.usgm
                     line_search = {
@@ -222,6 +233,17 @@ class TrainStep:
                         "grad": grads,
                     }
                 updates, opt_state = self.tx.update(grads, opt_state, params, **line_search)
+                if transfer is not None:
+                    if transfer.l2_to_init:
+                        updates = pull_to_init(
+                            updates,
+                            params,
+                            constants["anchor"],
+                            constants["anchor_mask"],
+                            lr,
+                            transfer.l2_to_init,
+                        )
+                    updates = gate(updates, constants["unfreeze_at"], progress)
                 return optax.apply_updates(params, updates), opt_state
 
             if adaptive is None:

@@ -21,6 +21,14 @@ Formats (``FORMATS``), one module each; :func:`open_source` picks the reader:
 - ``tfds`` (:mod:`.tfds`): a prepared TFDS dataset (by name, or its directory) in a
   random-access file format (array_record), read without TensorFlow.
 
+Item side tables (item attributes, not interactions) have their own entry point,
+:func:`read_item_table` (:mod:`.item_tables`, formats ``FEATURE_FORMATS``):
+
+- ``recbole`` ``.item``, ``amazon`` product metadata (2014 dict literals, 2018/2023 JSON
+  lines), ``csv`` and ``parquet`` tables become an :class:`ItemTable`: each item's original
+  id and its token strings ``column=piece``, made by one :class:`FeatureColumn` per
+  attribute (the whole value, its words, or the pieces of a list or separated value).
+
 The other modules: :mod:`.base` (options, chunks, bad rows, the Source interface),
 :mod:`.checks` (value checks shared by every reader) and :mod:`.lines` (text inputs as
 blocks of whole lines, and the line-by-line parse that locates bad rows).
@@ -33,6 +41,13 @@ from pathlib import Path
 from srt_jax.data.readers.amazon import JsonLinesSource, amazon_csv_layout, amazon_json_layout
 from srt_jax.data.readers.base import BadRow, BadRows, Chunk, ReadOptions, Source, required_columns
 from srt_jax.data.readers.checks import check_columns
+from srt_jax.data.readers.item_tables import (
+    FEATURE_FORMATS,
+    FeatureColumn,
+    FeatureMode,
+    ItemTable,
+    read_item_table,
+)
 from srt_jax.data.readers.lines import read_first_line
 from srt_jax.data.readers.movielens import movielens_layout
 from srt_jax.data.readers.parquet import ParquetSource
@@ -44,10 +59,14 @@ from srt_jax.errors import DataError
 # the entry point, the reader contract and the sources; constants and layouts are imported
 # from their own modules (e.g. srt_jax.data.readers.base.REASONS)
 __all__ = [
+    "FEATURE_FORMATS",
     "FORMATS",
     "BadRow",
     "BadRows",
     "Chunk",
+    "FeatureColumn",
+    "FeatureMode",
+    "ItemTable",
     "JsonLinesSource",
     "ParquetSource",
     "ReadOptions",
@@ -56,6 +75,7 @@ __all__ = [
     "TfdsSource",
     "check_columns",
     "open_source",
+    "read_item_table",
 ]
 
 FORMATS = ("movielens", "recbole", "amazon", "csv", "parquet", "tfds")

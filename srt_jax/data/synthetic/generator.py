@@ -30,6 +30,14 @@ recorded in ``meta.json`` is ``mean_t -log p_t(x_t)`` (nats) over every target p
 (``t = 1 .. n-1`` of every history): the cross-entropy of the generator's own next-item
 distribution given its latent state, a floor for any model's per-token loss.
 
+**Item features** (``feature_tokens > 0``): each item carries ``feature_tokens`` draws
+(duplicates kept once) from its topic's own ``topic_tokens`` tokens ``tag=t<topic>_<j>`` or,
+with probability ``feature_noise``, from ``topics`` shared noise tokens ``tag=noise_<j>``. The
+token names depend on the topic index only, so two logs made with different seeds (and
+``item_id_offset`` s) are two domains with disjoint catalogs whose features mean the same:
+a model pre-trained on one can move to the other through the shared vocabulary. Features
+do not change the next-item distribution (nor the oracle loss).
+
 History lengths are ``min_length + rint(LogNormal)`` with mean ``mean_length``, drawn up front;
 items are then generated chunk by chunk (``chunk_users`` users at a time, vectorised over the
 users of a chunk, one step of every active user per numpy operation). Timestamps (int64
@@ -55,7 +63,7 @@ LENGTH_SIGMA = 1.0
 START_TIME_S = 1_600_000_000
 START_SPAN_S = 2 * 365 * 86_400
 MEAN_GAP_S = 86_400.0
-_STREAM_TABLES, _STREAM_LENGTHS, _STREAM_CHUNK = 0, 1, 2
+_STREAM_TABLES, _STREAM_LENGTHS, _STREAM_CHUNK, _STREAM_FEATURES = 0, 1, 2, 3
 
 
 @dataclass
@@ -135,6 +143,27 @@ class SyntheticGenerator:
         self.successor_prob = rng.dirichlet(np.ones(N_SUCCESSORS), size=n_items + 1)
         # Slot thresholds, one contiguous row per slot boundary: slot = #{thresholds < u}.
         self._successor_cdf = np.ascontiguousarray(np.cumsum(self.successor_prob, axis=1)[:, :-1].T)
+
+    def item_tokens(self) -> list[list[str]]:
+        """Feature token strings of items 1..n_items (see the module docstring); empty lists
+        when ``feature_tokens`` is 0."""
+        opts = self.options
+        if opts.feature_tokens == 0:
+            return [[] for _ in range(self.n_items)]
+        rng = np.random.default_rng([self.seed, _STREAM_FEATURES])
+        shape = (self.n_items, opts.feature_tokens)
+        noise = rng.random(shape) < opts.feature_noise
+        own = rng.integers(0, opts.topic_tokens, shape)
+        pool = rng.integers(0, opts.topics, shape)
+        return [
+            list(
+                dict.fromkeys(
+                    f"tag=noise_{p}" if is_noise else f"tag=t{topic}_{j}"
+                    for is_noise, j, p in zip(noise[i], own[i], pool[i], strict=True)
+                )
+            )
+            for i, topic in enumerate(self.topic_of[1:].tolist())
+        ]
 
     def lengths(self, n_users: int, mean_length: float) -> np.ndarray:
         """int64 [n_users]: history lengths, min_length + rint(LogNormal) with the given mean."""

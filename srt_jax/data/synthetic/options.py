@@ -32,6 +32,12 @@ class GeneratorOptions:
       min_length: shortest history (>= 2).
       chunk_users: users generated together (memory ~ 100 bytes x chunk_users x mean_length);
         part of the output's identity, since each chunk has its own random stream.
+      feature_tokens: feature tokens drawn per item (0: the store has no item features).
+      topic_tokens: size of each topic's own token set (``tag=t<topic>_<j>``).
+      feature_noise: probability that a draw comes from the shared pool of ``topics`` noise
+        tokens (``tag=noise_<j>``) instead of the item's topic set.
+      item_id_offset: original item ids are ``item_id_offset + 1 .. + items``, so two stores
+        made with different offsets have disjoint catalogs (a pair of domains).
     """
 
     zipf_exponent: float = 1.0
@@ -44,6 +50,10 @@ class GeneratorOptions:
     long_term_half_life: float = 20.0
     min_length: int = 3
     chunk_users: int = 65_536
+    feature_tokens: int = 0
+    topic_tokens: int = 8
+    feature_noise: float = 0.2
+    item_id_offset: int = 0
 
     def resolved(self, n_items: int) -> GeneratorOptions:
         """These options with ``topics`` set, checked for a catalog of ``n_items``."""
@@ -69,6 +79,10 @@ class GeneratorOptions:
             ("long_term_half_life", self.long_term_half_life > 0, "a positive number"),
             ("min_length", self.min_length >= 2, "an integer >= 2"),
             ("chunk_users", self.chunk_users >= 1, "an integer >= 1"),
+            ("feature_tokens", self.feature_tokens >= 0, "an integer >= 0"),
+            ("topic_tokens", self.topic_tokens >= 1, "an integer >= 1"),
+            ("feature_noise", 0 <= self.feature_noise <= 1, "a probability in [0, 1]"),
+            ("item_id_offset", self.item_id_offset >= 0, "an integer >= 0"),
         )
         for name, ok, expected in rules:
             if not ok:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from srt_jax.data.item_features import from_token_lists
 from srt_jax.data.store import SequenceStore, create_store
 from srt_jax.data.synthetic.generator import (
     LENGTH_SIGMA,
@@ -54,7 +55,8 @@ def synthesize_store(
       progress: show a progress bar (for stores of >= 1e6 interactions).
       **options: fields of :class:`GeneratorOptions` (zipf_exponent, topics, transition_prob,
         interest_weight, interest_drift, long_term_early, long_term_late,
-        long_term_half_life, min_length, chunk_users).
+        long_term_half_life, min_length, chunk_users, feature_tokens, topic_tokens,
+        feature_noise, item_id_offset).
 
     Returns:
       The opened store. ``meta.json`` holds ``source: "synthetic"``, ``generator`` (every
@@ -118,8 +120,15 @@ def synthesize_store(
             oracle_targets=n_targets,
             mean_length_realised=n_interactions / users,
         )
-        item_ids = np.arange(items + 1, dtype=np.int64)
+        item_ids = np.arange(items + 1, dtype=np.int64) + opts.item_id_offset
         item_ids[0] = -1
         arrays.item_ids = item_ids
         arrays.user_ids = np.arange(users, dtype=np.int64)
+        if opts.feature_tokens:
+            arrays.item_features = from_token_lists(generator.item_tokens())
+            arrays.item_features_meta = {
+                "source": "synthetic",
+                "items_with_features": items,
+                "items_without_features": 0,
+            }
     return SequenceStore(out)
