@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 
 import jax
 import matplotlib
+from scipy import stats
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend is chosen; experiments import it here
@@ -46,6 +48,17 @@ def mean_std(values: list[float]) -> dict[str, float]:
     """Mean and sample standard deviation (0 for one value)."""
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"mean": statistics.fmean(values), "std": std}
+
+
+def paired_difference(values: list[float], baseline: list[float]) -> dict[str, Any]:
+    """Mean paired difference (same seed) and its 95% t-interval ``ci95`` (None for one
+    seed)."""
+    diffs = [a - b for a, b in zip(values, baseline, strict=True)]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return {"mean": mean, "ci95": None}
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return {"mean": mean, "ci95": [mean - half, mean + half]}
 
 
 def machine() -> dict[str, str]:

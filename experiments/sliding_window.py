@@ -42,13 +42,20 @@ numbers mean nothing. Conclusions: docs/experiments/sliding_window.md.
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from common import REPO, TINY_LOG, mean_std, plt, run_experiment, save_figure, seeds_of
-from scipy import stats
+from common import (
+    REPO,
+    TINY_LOG,
+    mean_std,
+    paired_difference,
+    plt,
+    run_experiment,
+    save_figure,
+    seeds_of,
+)
 
 from srt_jax.config import load_config
 from srt_jax.train.loop import train
@@ -125,16 +132,6 @@ def run_figures(summary: dict[str, Any], future: bool) -> dict[str, Any]:
     return figures
 
 
-def paired(values: list[float], baseline: list[float]) -> dict[str, Any]:
-    """Mean paired difference (same seed) and its 95% t-interval (None for one seed)."""
-    diffs = [a - b for a, b in zip(values, baseline, strict=True)]
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return {"mean": mean, "ci95": None}
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return {"mean": mean, "ci95": [mean - half, mean + half]}
-
-
 def run_study(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
     datasets = QUICK if quick else DATASETS
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -168,7 +165,7 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
             keys = [k for k in sampler_runs[0] if k != "seed" and sampler_runs[0][k] is not None]
             entry = {k: mean_std([r[k] for r in sampler_runs]) for k in keys}
             entry["vs_recent"] = {
-                k: paired([r[k] for r in sampler_runs], [r[k] for r in base])
+                k: paired_difference([r[k] for r in sampler_runs], [r[k] for r in base])
                 for k in keys
                 if "/" in k or k == "heldout_loss"
             }

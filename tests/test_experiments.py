@@ -126,3 +126,35 @@ def test_sliding_window_quick(tmp_path):
     for name in ("sliding_window.png", "sliding_window_embeddings.png"):
         assert (out / name).stat().st_size > 0
     assert "Paired difference to recent" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_item_encoder_quick(tmp_path):
+    out = tmp_path / "item_encoder"
+    results = run_quick("item_encoder.py", out)
+    assert set(results["summary"]) == {"id", "features", "features+id"}
+    summary = results["summary"]
+    assert summary["features+id"]["params_total"] > summary["features"]["params_total"]
+    for encoder in ("features", "features+id"):
+        assert results["ndcg_ratio_to_id"][encoder] > 0
+        assert set(results["paired_vs_id"][encoder]) == {"ndcg@10", "hr@10", "loss"}
+    assert (out / "item_encoder.png").stat().st_size > 0
+    assert "NDCG@10 / id" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_transfer_quick(tmp_path):
+    out = tmp_path / "transfer"
+    results = run_quick("transfer.py", out)
+    (domain,) = results["domains"].values()
+    assert list(domain["widths"]) == ["8", "16"]
+    for row in domain["widths"].values():
+        assert row["tokens_matched"] > 0  # the pair shares its feature vocabulary
+        assert row["pretrain_flops"] > 0
+        for arm in ("finetuned", "scratch"):
+            assert 0 <= row[arm]["ndcg@10"]["mean"] <= 1
+    flops = [row["pretrain_flops"] for row in domain["widths"].values()]
+    assert flops[1] > flops[0]  # wider models cost more to pre-train
+    assert domain["fit"]["gain_slope_per_decade"] is not None
+    assert (out / "transfer.png").stat().st_size > 0
+    assert "pre-training FLOPs" in (out / "table.md").read_text()
