@@ -27,6 +27,12 @@ and from scratch (mean ± std), their paired difference with a 95% t interval, a
 the fine-tuned held-out loss against pre-training compute, ``L(C) = E + A C^-alpha``.
 
     python experiments/transfer.py [--quick] [--out DIR] [--seeds 0 1 2]
+        [--domains synthetic movielens] [--widths 16 32 64 128] [--finetune-tokens N]
+        [--frozen-arm]
+
+``--frozen-arm`` adds a third arm on the target, fine-tuning with the backbone frozen
+(``train.transfer.freeze: backbone``: only the token table trains); ``--finetune-tokens``
+changes the fine-tuning budget (both arms).
 
 Writes ``results.json``, ``transfer.png`` / ``.svg`` and ``table.md`` into ``--out`` (default
 ``experiments_out/transfer``). ``--quick`` runs two tiny widths on a tiny synthetic pair
@@ -35,6 +41,7 @@ Writes ``results.json``, ``transfer.png`` / ``.svg`` and ``table.md`` into ``--o
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,7 @@ from srt_jax.train.loop import train
 
 CONFIG = "configs/ml100k_sasrec_fast.yaml"
 WIDTHS = (16, 32, 64, 128)
+DOMAINS = ("synthetic", "movielens")
 QUICK_WIDTHS = (8, 16)
 SYNTHETIC = {"topics": 16, "feature_tokens": 3, "topic_tokens": 8, "mean_length": 30}
 BUDGETS = {"pretrain_tokens": 300_000, "finetune_tokens": 40_000}
@@ -134,11 +142,13 @@ def run_domain(
     seeds: list[int],
     out: Path,
     quick: bool,
+    budgets: dict[str, int],
+    frozen_arm: bool,
 ) -> dict[str, Any]:
-    budgets = QUICK_BUDGETS if quick else BUDGETS
     rows: dict[str, Any] = {}
+    tuned_arms = ("finetuned", "scratch", *(("frozen",) if frozen_arm else ()))
     for width in widths:
-        arms: dict[str, list[dict[str, Any]]] = {"pretrain": [], "finetuned": [], "scratch": []}
+        arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ("pretrain", *tuned_arms)}
         for seed in seeds:
             runs = out / "runs" / name / f"d{width}-seed{seed}"
             pre = train(
@@ -163,6 +173,21 @@ def run_domain(
                 runs / "scratch",
                 progress=not quick,
             )
+            if frozen_arm:
+                frozen = train(
+                    run_config(
+                        stores["target"],
+                        width,
+                        seed,
+                        budgets["finetune_tokens"],
+                        quick,
+                        f"train.init_from={runs / 'pretrain'}",
+                        "train.transfer.freeze=backbone",
+                    ),
+                    runs / "frozen",
+                    progress=not quick,
+                )
+                arms["frozen"].append(figures_of(frozen))
             arms["pretrain"].append(figures_of(pre))
             arms["finetuned"].append(
                 {**figures_of(tuned), "tokens_matched": tuned["init_from"]["tokens_matched"]}
@@ -174,8 +199,7 @@ def run_domain(
             "tokens_matched": arms["finetuned"][0]["tokens_matched"],
             "runs": arms,
             **{
-                arm: {key: mean_std([r[key] for r in arms[arm]]) for key in METRICS}
-                for arm in ("pretrain", "finetuned", "scratch")
+                arm: {key: mean_std([r[key] for r in arms[arm]]) for key in METRICS} for arm in arms
             },
             "gain": {
                 key: paired_difference(
@@ -224,21 +248,34 @@ def fit(rows: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def run_study(out: Path, seeds: list[int], quick: bool) -> dict[str, Any]:
+def run_study(args: argparse.Namespace) -> dict[str, Any]:
+    out, quick, seeds = args.out, args.quick, seeds_of(args)
     stores_root = out / "stores"
-    domains = {"synthetic": synthetic_pair(stores_root, quick)}
-    if not quick:
-        domains["movielens"] = movielens_pair(stores_root)
-    widths = QUICK_WIDTHS if quick else WIDTHS
+    names = ["synthetic"] if quick else args.domains
+    pairs = {"synthetic": lambda: synthetic_pair(stores_root, quick)}
+    pairs["movielens"] = lambda: movielens_pair(stores_root)
+    widths = QUICK_WIDTHS if quick else tuple(args.widths)
+    budgets = dict(QUICK_BUDGETS if quick else BUDGETS)
+    if args.finetune_tokens:
+        budgets["finetune_tokens"] = args.finetune_tokens
     return {
         "config": CONFIG,
         "seeds": seeds,
-        "budgets": QUICK_BUDGETS if quick else BUDGETS,
+        "budgets": budgets,
         "domains": {
-            name: run_domain(name, stores, widths, seeds, out, quick)
-            for name, stores in domains.items()
+            name: run_domain(
+                name, pairs[name](), widths, seeds, out, quick, budgets, args.frozen_arm
+            )
+            for name in names
         },
     }
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--domains", nargs="+", choices=DOMAINS, default=list(DOMAINS))
+    parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS))
+    parser.add_argument("--finetune-tokens", type=int, help="default 40,000")
+    parser.add_argument("--frozen-arm", action="store_true", help="add the frozen-backbone arm")
 
 
 def figure(results: dict[str, Any], out: Path) -> list[Path]:
@@ -282,6 +319,10 @@ def table(results: dict[str, Any]) -> str:
             "NDCG@10 scratch | gain (paired, 95% CI) | loss fine-tuned | loss scratch |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
+        frozen = all("frozen" in row for row in domain["widths"].values())
+        if frozen:
+            lines[-2] += " NDCG@10 / loss frozen backbone |"
+            lines[-1] += "---|"
         for width, row in domain["widths"].items():
             gain = row["gain"]["ndcg@10"]
             ci = (
@@ -299,6 +340,12 @@ def table(results: dict[str, Any]) -> str:
                 f"| d{width} | {row['params']:,} | {row['pretrain_flops']:.3g} | "
                 f"{row['tokens_matched']:,} | {cells[0]} | {cells[1]} | {gain['mean']:+.4f}{ci} | "
                 f"{losses[0]} | {losses[1]} |"
+                + (
+                    f" {row['frozen']['ndcg@10']['mean']:.4f} / "
+                    f"{row['frozen']['loss']['mean']:.3f} |"
+                    if frozen
+                    else ""
+                )
             )
         fitted = domain["fit"] or {}
         law = fitted.get("law")
@@ -322,9 +369,10 @@ def main() -> None:
         "transfer",
         "larger pre-trained models fine-tune better on a small downstream domain "
         "(performance scaling translates to downstream tasks)",
-        lambda args: run_study(args.out, seeds_of(args), args.quick),
+        run_study,
         figure,
         table,
+        options=options,
     )
 
 
