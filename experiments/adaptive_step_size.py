@@ -41,9 +41,10 @@ QUICK = [
     "data.dataset=synthetic",
     *TINY_LOG,
     "model.d_model=16",
+    "model.n_layers=1",
     "train.epochs=null",
     "train.tokens=2000",
-    "train.eval_every_tokens=500",
+    "train.eval_every_tokens=1000",
 ]
 
 

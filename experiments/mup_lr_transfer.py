@@ -53,6 +53,7 @@ PARAMETRISATIONS = ("standard", "mup")
 QUICK = [
     "data.dataset=synthetic",
     *TINY_LOG,
+    "model.n_layers=1",
     "train.batch_size=16",
     "train.epochs=null",
     "train.tokens=1000",

@@ -67,6 +67,7 @@ FIGURES = ("ndcg@10", "hr@10", "loss")
 QUICK = [
     *TINY_LOG,
     "model.d_model=16",
+    "model.n_layers=1",
     "train.batch_size=16",
     "train.epochs=null",
     "train.tokens=1500",

@@ -4,6 +4,7 @@ error. A full disk (a file-size limit) fails the run clearly and leaves the earl
 checkpoints readable."""
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -73,8 +74,13 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_earlier_checkpoints(tmp_pat
     config = tmp_path / "tiny.yaml"
     config.write_text(dump_config(tiny_config(tmp_path / "cache", *overrides)))
     command = [sys.executable, "-m", "srt_jax.cli", "train", str(config), "--quiet", "--out"]
+    env = {  # the reference run compiles; the limited and resumed runs read its executables
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "limited"
-    subprocess.run([*command, str(reference_dir)], check=True, capture_output=True)
+    subprocess.run([*command, str(reference_dir)], check=True, capture_output=True, env=env)
     largest_checkpoint_file = max(
         p.stat().st_size for p in (reference_dir / "checkpoints").rglob("*") if p.is_file()
     )
@@ -86,7 +92,7 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_earlier_checkpoints(tmp_pat
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     failed = subprocess.run(
-        [*command, str(run_dir)], capture_output=True, text=True, preexec_fn=limited
+        [*command, str(run_dir)], capture_output=True, text=True, env=env, preexec_fn=limited
     )
     assert failed.returncode == 1, failed.stderr[-2000:]
     errors = [line for line in failed.stderr.splitlines() if line.strip()]
@@ -95,7 +101,7 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_earlier_checkpoints(tmp_pat
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "disk is full" in summary["error"]
     assert steps(run_dir), "the checkpoints saved before the failure are kept"
-    resumed = subprocess.run([*command, str(run_dir)], capture_output=True, text=True)
+    resumed = subprocess.run([*command, str(run_dir)], capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     reference = json.loads((reference_dir / "summary.json").read_text())
     assert json.loads((run_dir / "summary.json").read_text())["eval"] == reference["eval"]

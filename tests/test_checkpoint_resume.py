@@ -27,8 +27,8 @@ CONFIG = {
     "train": {
         "batch_size": 16,
         "epochs": None,
-        "tokens": 15_000,
-        "eval_every_tokens": 5_000,
+        "tokens": 7_500,  # ~80 steps: killed after the checkpoint of step 20, before the
+        "eval_every_tokens": 2_500,  # first of three evaluations (step ~26)
         "log_every": 3,
         "checkpoint_every": 10,
         "keep_checkpoints": 1,
@@ -63,9 +63,17 @@ RUNS = {  # both backbones, the optimisers with their own state, the adaptive ba
 }
 
 
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """One persistent compilation cache for this module's runs (in one test process, one
+    run at a time): the three processes of a test compile once, and same-shaped pieces
+    (the evaluator of the transformer runs) compile once for every optimiser."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RUNS)
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, name):
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, name, jax_cache):
     backbone, train_keys = RUNS[name]
     config = {
         **CONFIG,
@@ -79,7 +87,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, name):
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "PYTHONPATH": str(REPO),
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+        "JAX_COMPILATION_CACHE_DIR": str(jax_cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
 
