@@ -151,48 +151,32 @@ def run_domain(
         arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ("pretrain", *tuned_arms)}
         for seed in seeds:
             runs = out / "runs" / name / f"d{width}-seed{seed}"
+            parent = f"train.init_from={runs / 'pretrain'}"
+            target_arms = {
+                "finetuned": (parent,),
+                "scratch": (),
+                "frozen": (parent, "train.transfer.freeze=backbone"),
+            }
             pre = train(
                 run_config(stores["source"], width, seed, budgets["pretrain_tokens"], quick),
                 runs / "pretrain",
                 progress=not quick,
             )
-            tuned = train(
-                run_config(
+            arms["pretrain"].append(figures_of(pre))
+            for arm in tuned_arms:
+                config = run_config(
                     stores["target"],
                     width,
                     seed,
                     budgets["finetune_tokens"],
                     quick,
-                    f"train.init_from={runs / 'pretrain'}",
-                ),
-                runs / "finetuned",
-                progress=not quick,
-            )
-            scratch = train(
-                run_config(stores["target"], width, seed, budgets["finetune_tokens"], quick),
-                runs / "scratch",
-                progress=not quick,
-            )
-            if frozen_arm:
-                frozen = train(
-                    run_config(
-                        stores["target"],
-                        width,
-                        seed,
-                        budgets["finetune_tokens"],
-                        quick,
-                        f"train.init_from={runs / 'pretrain'}",
-                        "train.transfer.freeze=backbone",
-                    ),
-                    runs / "frozen",
-                    progress=not quick,
+                    *target_arms[arm],
                 )
-                arms["frozen"].append(figures_of(frozen))
-            arms["pretrain"].append(figures_of(pre))
-            arms["finetuned"].append(
-                {**figures_of(tuned), "tokens_matched": tuned["init_from"]["tokens_matched"]}
-            )
-            arms["scratch"].append(figures_of(scratch))
+                summary = train(config, runs / arm, progress=not quick)
+                init = summary["init_from"] or {}
+                arms[arm].append(
+                    {**figures_of(summary), "tokens_matched": init.get("tokens_matched")}
+                )
         rows[str(width)] = {
             "pretrain_flops": arms["pretrain"][0]["train_flops"],
             "params": arms["finetuned"][0]["params"],
