@@ -13,7 +13,7 @@ from fuzz_inputs import mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from srt_jax.data.download import DATASETS, get_item_features
+from srt_jax.data.download import DATASETS, default_cache_dir, get_item_features
 from srt_jax.data.readers import (
     FEATURE_FORMATS,
     FeatureColumn,
@@ -415,15 +415,12 @@ def test_missing_files_and_unknown_formats(tmp_path):
 
 # --- the real MovieLens-100K item file ----------------------------------------------------
 
-WHEELS = Path("/tmp/whl")
+CACHED_ITEM_FILE = default_cache_dir() / "movielens-100k" / "ml-100k.item"
 
 
-@pytest.mark.skipif(
-    not any(WHEELS.glob("recbole-1.2.1-*.whl")), reason="no local recbole 1.2.1 wheel"
-)
-def test_the_real_movielens_100k_item_file(tmp_path):
-    offline = ["--no-index", "--find-links", str(WHEELS)]
-    path = get_item_features("movielens-100k", tmp_path, pip_args=offline).path
+@pytest.mark.skipif(not CACHED_ITEM_FILE.is_file(), reason="ml-100k.item not in the data cache")
+def test_the_real_movielens_100k_item_file():
+    path = get_item_features("movielens-100k").path  # verified against its SHA-256
     table = read_item_table(path, "recbole")
     assert (len(table), table.rows_read, table.bad_rows.count) == (1682, 1682, 0)
     assert tokens_by_id(table)["12"][-3:] == ["release_year=1995", "class=Crime", "class=Thriller"]
