@@ -23,8 +23,9 @@ fine-tuned on the target (``train.init_from``, everything trainable) for a fixed
 tokens; each width is also trained from scratch on the target for the same tokens — equal
 fine-tuning compute. Seeds 0, 1, 2 (each seed its own pre-training). Reported per domain and
 width: pre-training FLOPs, the target's test NDCG@10 and held-out loss after fine-tuning
-and from scratch (mean ± std), their paired difference with a 95% t interval, and a fit of
-the fine-tuned held-out loss against pre-training compute, ``L(C) = E + A C^-alpha``.
+and from scratch (mean ± std), their paired difference with a 95% t interval, and fits of
+the fine-tuned held-out loss and NDCG@10 against pre-training compute by the library that
+``srt-jax fit-transfer`` runs (:mod:`srt_jax.scaling.transfer_curve`).
 
     python experiments/transfer.py [--quick] [--out DIR] [--seeds 0 1 2]
         [--domains synthetic movielens] [--widths 16 32 64 128] [--finetune-tokens N]
@@ -47,12 +48,19 @@ from typing import Any
 
 import numpy as np
 from common import REPO, mean_std, paired_difference, plt, run_experiment, save_figure, seeds_of
-from scipy.optimize import curve_fit
 
+from srt_jax.commands.fit import flat_config
 from srt_jax.config import DataConfig, load_config
 from srt_jax.data.sources import open_dataset
 from srt_jax.data.subsets import items_with_tokens, subset_store
 from srt_jax.data.synthetic import synthesize_store
+from srt_jax.scaling.transfer_curve import (
+    analyse_transfer,
+    law_text,
+    law_values,
+    read_runs,
+    target_runs,
+)
 from srt_jax.train.loop import train
 
 CONFIG = "configs/ml100k_sasrec_fast.yaml"
@@ -192,44 +200,10 @@ def run_domain(
                 for key in METRICS
             },
         }
-    return {"stores": {k: str(v) for k, v in stores.items()}, "widths": rows, "fit": fit(rows)}
-
-
-def fit(rows: dict[str, Any]) -> dict[str, Any] | None:
-    """``L(C) = E + A C^-alpha`` of the fine-tuned held-out loss against pre-training FLOPs
-    (every seed a point), with the gain's trend: the slope of the NDCG@10 gain over log10
-    pre-training compute."""
-    flops = np.array(
-        [rows[w]["pretrain_flops"] for w in rows for _ in rows[w]["runs"]["finetuned"]]
-    )
-    losses = np.array([r["loss"] for w in rows for r in rows[w]["runs"]["finetuned"]])
-    gains = [rows[w]["gain"]["ndcg@10"]["mean"] for w in rows]
-    log_c = np.log10([rows[w]["pretrain_flops"] for w in rows])
-    trend = float(np.polyfit(log_c, gains, 1)[0]) if len(rows) > 1 else None
-    if len(rows) < 3:
-        return {"law": None, "gain_slope_per_decade": trend}
-    scale = flops.min()
-
-    def law(c: np.ndarray, e: float, a: float, alpha: float) -> np.ndarray:
-        return e + a * (c / scale) ** -alpha
-
-    try:
-        (e, a, alpha), _ = curve_fit(
-            law,
-            flops,
-            losses,
-            p0=(losses.min() * 0.9, losses.max() - losses.min() * 0.9, 0.3),
-            bounds=([0, 0, 0], [np.inf, np.inf, 3]),
-            maxfev=20_000,
-        )
-    except (RuntimeError, ValueError) as err:
-        return {"law": None, "error": str(err), "gain_slope_per_decade": trend}
-    residual = losses - law(flops, e, a, alpha)
-    return {
-        "law": {"E": e, "A": a, "alpha": alpha, "C_scale": float(scale)},
-        "rmse": float(np.sqrt(np.mean(residual**2))),
-        "gain_slope_per_decade": trend,
-    }
+    runs, _ = read_runs(out / "runs" / name, "ndcg@10", flat_config)
+    analysis = analyse_transfer(*target_runs(runs, out, None), "ndcg@10")
+    fitted = {key: analysis[key] for key in ("loss_law", "metric_law", "metric_gain_per_decade")}
+    return {"stores": {k: str(v) for k, v in stores.items()}, "widths": rows, "fit": fitted}
 
 
 def run_study(args: argparse.Namespace) -> dict[str, Any]:
@@ -282,11 +256,11 @@ def figure(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set_title(
                 f"{name}: target {'test NDCG@10' if key == 'ndcg@10' else 'held-out loss'}"
             )
-        law = (domain["fit"] or {}).get("law")
-        if law:
-            grid = np.geomspace(min(flops), max(flops), 50)
-            curve = law["E"] + law["A"] * (grid / law["C_scale"]) ** -law["alpha"]
-            right.plot(grid, curve, "k:", label=f"fit E={law['E']:.3f}, alpha={law['alpha']:.2f}")
+        for ax, key in ((left, "metric_law"), (right, "loss_law")):
+            law = domain["fit"][key]["law"]
+            if law:
+                grid = np.geomspace(min(flops), max(flops), 50)
+                ax.plot(grid, law_values(law, grid), "k:", label=f"fit, alpha={law['alpha']:.2f}")
         left.legend()
         right.legend()
     fig.tight_layout()
@@ -331,16 +305,12 @@ def table(results: dict[str, Any]) -> str:
                     else ""
                 )
             )
-        fitted = domain["fit"] or {}
-        law = fitted.get("law")
-        if law:
+        fitted = domain["fit"]
+        lines.append(f"\nFine-tuned NDCG@10: {law_text(fitted['metric_law'])}.")
+        lines.append(f"Fine-tuned held-out loss: {law_text(fitted['loss_law'])}.")
+        if fitted["metric_gain_per_decade"] is not None:
             lines.append(
-                f"\nFine-tuned held-out loss = {law['E']:.3f} + {law['A']:.3f} (C / "
-                f"{law['C_scale']:.3g})^-{law['alpha']:.3f} (RMSE {fitted['rmse']:.4f})."
-            )
-        if fitted.get("gain_slope_per_decade") is not None:
-            lines.append(
-                f"NDCG@10 gain over scratch changes by {fitted['gain_slope_per_decade']:+.4f} "
+                f"NDCG@10 gain over scratch changes by {fitted['metric_gain_per_decade']:+.4f} "
                 "per decade of pre-training compute."
             )
         lines.append("")

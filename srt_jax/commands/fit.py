@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 from srt_jax.commands.argtypes import non_negative_int, positive_float, positive_float_list
-from srt_jax.commands.output import finish
+from srt_jax.commands.output import finish, note
 from srt_jax.config import flat_dict, read_yaml
+from srt_jax.errors import DataError
 from srt_jax.scaling.analysis import FitOptions, FitReport, analyse, law_estimates
 from srt_jax.scaling.groups import Group, analyse_groups, write_groups
 from srt_jax.scaling.loaders import ColumnNames, load_points, resolve_source
@@ -22,6 +23,13 @@ from srt_jax.scaling.mlflow_sqlite import (
 )
 from srt_jax.scaling.report import HEADLINE, PREDICTED, write_results
 from srt_jax.scaling.run_values import load_run_values
+from srt_jax.scaling.transfer_curve import (
+    analyse_transfer,
+    markdown,
+    read_runs,
+    target_runs,
+    write_transfer_fit,
+)
 
 FORMATS = ("auto", "runs", "export", "csv", "mlflow")
 
@@ -162,6 +170,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the data-size parameter counts one epoch (srt) or the whole run (srt-jax)",
     )
     fit.set_defaults(handler=run_fit)
+    transfer = subparsers.add_parser(
+        "fit-transfer",
+        help="downstream quality of fine-tuned runs against their parent's pre-training FLOPs",
+        description="Read every done run under RUNS: the fine-tuned ones (train.init_from; "
+        "their summary.json records the parent's FLOPs) and, on the same target store, the "
+        "ones trained from scratch (the baseline of the fine-tuned runs of the same size). "
+        "Fit the held-out loss, L(C) = E + A (C/C0)^-alpha, and a ranking metric, "
+        "M(C) = M_inf - A (C/C0)^-alpha, against the parent's pre-training FLOPs C; write "
+        "transfer_fit.json, transfer_fit.png/.svg and transfer_fit.md.",
+    )
+    transfer.add_argument("runs", metavar="RUNS", help="directory holding the run directories")
+    transfer.add_argument("--out", help="output directory (default ./fit-transfer-<RUNS name>)")
+    transfer.add_argument(
+        "--metric", default="ndcg@10", help="test metric of eval (default ndcg@10)"
+    )
+    transfer.add_argument(
+        "--dataset", help="target store (the dataset name of the runs), if they have several"
+    )
+    transfer.add_argument(
+        "--freeze",
+        default="none",
+        choices=("none", "backbone", "progressive"),
+        help="fit the fine-tuned runs of this train.transfer.freeze mode (default none)",
+    )
+    transfer.set_defaults(handler=run_fit_transfer)
 
 
 def mlflow_names(args: argparse.Namespace) -> MlflowNames | None:
@@ -226,6 +259,23 @@ def run_fit(args: argparse.Namespace) -> int:
     written = write_results(report, out)
     summary = {"out": str(out), **fit_summary(out, written)}
     finish(args, summary, f"{summary_table(report)}\nwrote {len(written)} files to {out}")
+    return 0
+
+
+def run_fit_transfer(args: argparse.Namespace) -> int:
+    """Read the runs, fit both laws, write; print the per-budget table and the laws."""
+    root = Path(args.runs)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory of runs")
+    runs, skipped = read_runs(root, args.metric, flat_config)
+    for line in skipped:
+        note(args, line)
+    tuned, scratch = target_runs(runs, root, args.dataset, args.freeze)
+    analysis = analyse_transfer(tuned, scratch, args.metric)
+    out = Path(args.out) if args.out else Path(f"fit-transfer-{root.resolve().name}")
+    written = write_transfer_fit(analysis, out)
+    summary = {"out": str(out), "written": [str(p) for p in written], "analysis": analysis}
+    finish(args, summary, f"{markdown(analysis)}\nwrote {len(written)} files to {out}")
     return 0
 
 

@@ -105,7 +105,7 @@ def write_results(report: FitReport, out_dir: Path) -> list[Path]:
 
 STAGING = ".staging-"
 """Staging directories are ``.<out name>.staging-<pid>-<random>`` beside the output."""
-RECORDS = ("fit.json", "compare.json")
+RECORDS = ("fit.json", "compare.json", "transfer_fit.json")
 """The machine-read records: moved into place after every other output."""
 
 
