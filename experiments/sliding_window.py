@@ -28,14 +28,17 @@ Reported per run (at the best-validation checkpoint): test NDCG@10 / HR@10 on ``
 (leave-one-out), ``old_windows`` (held-out users' targets before their last L items) and
 ``long_history`` (users with more than L items before the test target), or on ``future``;
 item-embedding quality (co-occurrence recall@10 overall and by popularity bucket; topic
-agreement@10 on the synthetic store); training-loop seconds. Per arm: mean ± std over seeds,
+agreement@10 on the synthetic store; on MovieLens, genre agreement@10: the share of an
+item's 10 nearest embeddings that share a genre of ``ml-100k.item`` with it, and its chance
+level); training-loop seconds. Per arm: mean ± std over seeds,
 and the paired difference to ``recent`` (same seed) with a 95% t-interval.
 
     python experiments/sliding_window.py [--quick] [--out DIR] [--seeds 0 1 2]
 
 Writes ``results.json``, ``sliding_window.png`` / ``.svg`` (NDCG@10 by test set and
 sampler), ``sliding_window_embeddings.png`` / ``.svg`` (co-occurrence recall by popularity
-bucket) and ``table.md`` into ``--out`` (default ``experiments_out/sliding_window``).
+bucket), ``sliding_window_genres.png`` / ``.svg`` (genre agreement by popularity bucket,
+MovieLens) and ``table.md`` into ``--out`` (default ``experiments_out/sliding_window``).
 ``--quick`` runs every sampler once on a tiny synthetic log (what the test runs); its
 numbers mean nothing. Conclusions: docs/experiments/sliding_window.md.
 """
@@ -78,14 +81,17 @@ SAMPLERS = {
 }
 BASELINE = "recent"
 EVALUATION = ["eval.test_sets=[old_windows,long_history]", "eval.embedding_quality=true"]
+GENRES = "eval.embedding_feature=class"
+"""MovieLens runs also measure genre agreement (the ``class`` tokens of ``ml-100k.item``)."""
 DATASETS = {
-    "ml100k_L20": ["data.max_len=20", *EVALUATION],
-    "ml100k_L50": ["data.max_len=50", *EVALUATION],
+    "ml100k_L20": ["data.max_len=20", *EVALUATION, GENRES],
+    "ml100k_L50": ["data.max_len=50", *EVALUATION, GENRES],
     "ml100k_L50_future": [
         "data.max_len=50",
         "data.split=temporal",
         "data.temporal_cutoff_quantile=0.9",
         "eval.embedding_quality=true",
+        GENRES,
     ],
     "synthetic_L20": [
         "data.dataset=synthetic",
@@ -110,6 +116,7 @@ QUICK = {
     ]
 }
 TEST_SETS = ("recent", "old_windows", "long_history", "future")
+BUCKETS = ("all", "head", "torso", "tail")
 METRICS = ("ndcg@10", "hr@10")
 
 
@@ -121,10 +128,12 @@ def run_figures(summary: dict[str, Any], future: bool) -> dict[str, Any]:
     for name, values in summary.get("test_sets", {}).items():
         figures |= {f"{name}/{m}": values[m] for m in METRICS}
     quality = summary["embedding_quality"]
-    for bucket in ("all", "head", "torso", "tail"):
-        figures[f"cooccurrence_recall/{bucket}"] = quality["cooccurrence_recall"][bucket]
-        if "topic_agreement" in quality:
-            figures[f"topic_agreement/{bucket}"] = quality["topic_agreement"][bucket]
+    for measure in ("cooccurrence_recall", "topic_agreement", "feature_agreement"):
+        if measure in quality:
+            for bucket in ("all", "head", "torso", "tail"):
+                figures[f"{measure}/{bucket}"] = quality[measure][bucket]
+    if "feature_agreement" in quality:
+        figures["feature_agreement/chance"] = quality["feature_agreement"]["chance"]
     figures["heldout_loss"] = evaluation["loss"]
     figures["loop_s"] = summary["loop_s"]
     figures["wall_s"] = summary["wall_s"]
@@ -181,13 +190,21 @@ def _sets_of(entry: dict[str, Any]) -> list[str]:
 
 
 def figure(results: dict[str, Any], out: Path) -> list[Path]:
-    """NDCG@10 by test set and sampler; co-occurrence recall by popularity bucket."""
+    """NDCG@10 by test set and sampler; co-occurrence recall and (where measured) genre
+    agreement by popularity bucket."""
     paths = []
     for name, prefix, groups in (
         ("sliding_window", "ndcg@10", None),
-        ("sliding_window_embeddings", "cooccurrence_recall", ("all", "head", "torso", "tail")),
+        ("sliding_window_embeddings", "cooccurrence_recall", BUCKETS),
+        ("sliding_window_genres", "feature_agreement", BUCKETS),
     ):
-        summary = results["summary"]
+        summary = {
+            dataset: by_sampler
+            for dataset, by_sampler in results["summary"].items()
+            if groups is None or f"{prefix}/all" in next(iter(by_sampler.values()))
+        }
+        if not summary:
+            continue
         fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4), squeeze=False)
         for ax, (dataset, by_sampler) in zip(axes[0], summary.items(), strict=True):
             first = next(iter(by_sampler.values()))
@@ -231,8 +248,7 @@ def table(results: dict[str, Any]) -> str:
         first = next(iter(by_sampler.values()))
         sets = _sets_of(first)
         quality = ["cooccurrence_recall/all", "cooccurrence_recall/tail"]
-        if "topic_agreement/all" in first:
-            quality.append("topic_agreement/all")
+        quality += [k for k in ("topic_agreement/all", "feature_agreement/all") if k in first]
         lines += [
             f"### {dataset}",
             "",

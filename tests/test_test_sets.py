@@ -4,10 +4,13 @@ deterministically), clear errors, and both in a trained run's summary."""
 
 import numpy as np
 import pytest
+from test_item_features import TOKENS, store_with_features
 from test_loop import tiny_config
 from test_splits import _store
 
+from srt_jax.data.item_features import from_token_lists
 from srt_jax.data.splits import Segments, make_split
+from srt_jax.data.synthetic import synthesize_store
 from srt_jax.data.test_sets import (
     OLD_WINDOWS_PER_USER,
     build_test_sets,
@@ -17,6 +20,8 @@ from srt_jax.data.test_sets import (
 from srt_jax.errors import ConfigError
 from srt_jax.train.embedding_quality import (
     cooccurrence_recall,
+    feature_agreement,
+    feature_membership,
     nearest_neighbours,
     popularity_buckets,
     topic_agreement,
@@ -89,11 +94,55 @@ def test_cooccurrence_recall_and_topic_agreement_by_hand():
     assert agreement["chance"] == pytest.approx((2**2 + 1**2) / 9)
 
 
+def test_feature_agreement_and_its_chance_by_hand(tmp_path):
+    store = store_with_features(tmp_path / "s", from_token_lists(TOKENS))
+    # genre values: 1 {a}, 2 {a}, 3 none, 4 {a, b}; the year and word columns are ignored
+    members = feature_membership(store, "genre")
+    assert members.toarray().tolist() == [[0, 0], [1, 0], [1, 0], [0, 0], [1, 1]]
+    neighbours = np.array([[3, 2], [4, 3], [1, 2], [3, 1]])
+    bucket = np.array(["", "head", "head", "torso", "tail"], object)
+    agreement = feature_agreement(neighbours, np.arange(1, 5), members, bucket, seed=0)
+    # 1: (3 no, 2 yes), 2: (4 yes, 3 no), 4: (3 no, 1 yes); item 3 has no genre: not averaged
+    assert agreement["all"] == pytest.approx(0.5) and agreement["items"] == 3
+    assert agreement["torso"] is None and agreement["tail"] == pytest.approx(0.5)
+    # every item with a genre shares one with 2 of the 3 others
+    assert agreement["chance"] == pytest.approx(2 / 3, abs=0.01)
+
+
+def test_feature_agreement_needs_the_store_to_have_the_column(tmp_path):
+    store = store_with_features(tmp_path / "s", from_token_lists(TOKENS))
+    with pytest.raises(
+        ConfigError, match=r"no colour=\.\.\. tokens; .*\['genre', 'word', 'year'\]"
+    ):
+        feature_membership(store, "colour")
+    bare = store_with_features(tmp_path / "bare")
+    with pytest.raises(ConfigError, match=r"needs item features, but the store at .* has none"):
+        feature_membership(bare, "genre")
+    with pytest.raises(ConfigError, match=r"eval\.embedding_feature"):
+        tiny_config(tmp_path, "eval.embedding_feature=genre")  # without embedding_quality
+    config = tiny_config(tmp_path, "eval.embedding_quality=true", "eval.embedding_feature=genre")
+    with pytest.raises(ConfigError, match="needs item features"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_a_run_reports_its_test_sets_and_embedding_quality(tmp_path):
+    store = synthesize_store(
+        tmp_path / "store",
+        users=150,
+        items=40,
+        mean_length=16,
+        seed=0,
+        feature_tokens=2,
+        topic_tokens=3,
+        progress=False,
+    )
     config = tiny_config(
         tmp_path,
+        f"data.dataset={store.path}",
         "eval.test_sets=[old_windows,long_history]",
         "eval.embedding_quality=true",
+        "eval.embedding_feature=tag",
     )
     summary = train(config, tmp_path / "run", progress=False)
     sets = summary["test_sets"]
@@ -105,3 +154,6 @@ def test_a_run_reports_its_test_sets_and_embedding_quality(tmp_path):
     assert quality["k"] == 10 and sum(quality["buckets"].values()) == 40
     assert 0 <= quality["cooccurrence_recall"]["all"] <= 1
     assert 0 <= quality["topic_agreement"]["all"] <= 1  # a synthetic store: topics known
+    features = quality["feature_agreement"]
+    assert features["column"] == "tag" and features["items"] == 40
+    assert 0 <= features["all"] <= 1 and 0 < features["chance"] < 1

@@ -112,7 +112,10 @@ class EvalConfig:
     targets drawn before their most recent ``max_len`` items) and ``long_history`` (the test
     targets of users with more than ``max_len`` items before them); see
     :mod:`srt_jax.data.test_sets`. ``embedding_quality`` (a :func:`new_key`, default off):
-    also measure the item embeddings at the end (:mod:`srt_jax.train.embedding_quality`).
+    also measure the item embeddings at the end (:mod:`srt_jax.train.embedding_quality`);
+    ``embedding_feature`` (a :func:`new_key`, default none; needs ``embedding_quality``):
+    also measure how often an item's neighbours share a value of this item-feature column
+    (``class``: MovieLens genres), from the store's item features.
     """
 
     cutoffs: tuple[int, ...] = (5, 10, 20)
@@ -123,6 +126,7 @@ class EvalConfig:
     heldout_stride: int | None = None
     test_sets: tuple[TestSetName, ...] = new_key(())
     embedding_quality: bool = new_key(False)
+    embedding_feature: str | None = new_key(None)
 
     def __post_init__(self) -> None:
         check(
@@ -151,6 +155,13 @@ class EvalConfig:
             "eval.test_sets",
             list(self.test_sets),
             "each test set at most once",
+        )
+        check(
+            self.embedding_feature is None
+            or (self.embedding_quality and bool(self.embedding_feature)),
+            "eval.embedding_feature",
+            self.embedding_feature,
+            "null, or a feature column name (e.g. class) with eval.embedding_quality: true",
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from flax import nnx
 
 from srt_jax.config import RunConfig
@@ -24,6 +25,7 @@ from srt_jax.data.test_sets import build_test_sets
 from srt_jax.errors import ConfigError
 from srt_jax.models.counting import FlopsBreakdown, flops_per_token
 from srt_jax.models.factory import build_model, model_item_features
+from srt_jax.train.embedding_quality import feature_membership
 from srt_jax.train.evaluate import Evaluator
 from srt_jax.train.init_from import InitRecord, init_from_run
 from srt_jax.train.losses import log_q_from_counts
@@ -49,6 +51,8 @@ class RunParts:
     token_budget: int
     flops: FlopsBreakdown
     init: InitRecord | None = None
+    embedding_feature: tuple[str, sp.csr_matrix] | None = None
+    """``eval.embedding_feature`` and its :func:`feature_membership`, checked before training."""
 
     @property
     def flops_per_token(self) -> float:
@@ -151,4 +155,8 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
     flops = flops_per_token(
         config.model, store.n_items, data.max_len, train_cfg, item_features=features
     )
-    return RunParts(config, store, split, sampler, model, step, evaluator, budget, flops, init)
+    column = config.eval.embedding_feature
+    feature = None if column is None else (column, feature_membership(store, column))
+    return RunParts(
+        config, store, split, sampler, model, step, evaluator, budget, flops, init, feature
+    )

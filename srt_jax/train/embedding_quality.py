@@ -12,6 +12,11 @@ Measured, each as an average over the catalog's items and per popularity bucket:
 - ``topic_agreement@k`` (synthetic stores): the share of an item's ``k`` nearest
   neighbours that have its generator topic (:mod:`srt_jax.data.synthetic`); chance is about
   1 / topics.
+- ``feature_agreement@k`` (stores with item features, ``eval.embedding_feature``): over the
+  items that have a value of the chosen feature column (``class``: MovieLens genres), the
+  share of an item's ``k`` nearest neighbours that share at least one value with it (a
+  neighbour without the column never agrees); chance is the same share for random pairs of
+  distinct items, estimated from :data:`CHANCE_PAIRS` seeded pairs.
 
 Popularity buckets by training interactions: ``head`` = the most popular items that make
 up the first half of the training interactions, ``torso`` = the next 30 %, ``tail`` = the
@@ -25,11 +30,14 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
+from srt_jax.data.item_features import ItemFeatures
 from srt_jax.data.splits import Segments
 from srt_jax.data.store import SequenceStore
 from srt_jax.data.synthetic.generator import SyntheticGenerator
 from srt_jax.data.synthetic.options import GeneratorOptions
+from srt_jax.errors import ConfigError
 
 K = 10
 MAX_QUERY_ITEMS = 20_000
@@ -37,6 +45,8 @@ BUCKET_SHARES = (("head", 0.5), ("torso", 0.8), ("tail", 1.0))
 """Bucket -> cumulative share of training interactions it ends at."""
 _CHUNK = 1024
 _QUERY_STREAM = 0xE3B
+_PAIR_STREAM = 0xFA1
+CHANCE_PAIRS = 200_000
 
 
 def nearest_neighbours(table_VxD: np.ndarray, query_Q: np.ndarray, k: int) -> np.ndarray:
@@ -113,6 +123,69 @@ def topic_agreement(
     return result
 
 
+def feature_membership(store: SequenceStore, column: str) -> sp.csr_matrix:
+    """bool CSR [n_items + 1, values]: which values of feature ``column`` (tokens
+    ``column=value``) each item has (row 0, padding, has none).
+
+    Raises:
+      ConfigError: the store has no item features, or none with that column (the error
+        names the store's columns).
+    """
+    features: ItemFeatures | None = store.item_features()
+    if features is None:
+        raise ConfigError(
+            f"eval.embedding_feature = {column!r} needs item features, but the store at "
+            f"{store.path} has none (prepare it with --item-features FILE)",
+            key="eval.embedding_feature",
+        )
+    prefix = f"{column}="
+    chosen = np.array([token.startswith(prefix) for token in features.vocab])
+    if not chosen.any():
+        columns = sorted({t.split("=", 1)[0] for t in features.vocab if "=" in t})
+        raise ConfigError(
+            f"eval.embedding_feature = {column!r}: the item features of {store.path} have "
+            f"no {prefix}... tokens; their columns are {columns}",
+            key="eval.embedding_feature",
+        )
+    value_of = np.cumsum(chosen) - 1  # token id -> column of the membership matrix
+    rows = np.repeat(np.arange(len(features.offsets) - 1), np.diff(features.offsets))
+    keep = chosen[features.tokens]
+    shape = (len(features.offsets) - 1, int(chosen.sum()))
+    data = np.ones(int(keep.sum()), bool)
+    matrix = sp.csr_matrix((data, (rows[keep], value_of[features.tokens[keep]])), shape=shape)
+    matrix.sum_duplicates()
+    return matrix.astype(bool)
+
+
+def _share_a_value(members: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """bool [P]: whether items ``left[p]`` and ``right[p]`` share a value."""
+    return np.asarray(members[left].multiply(members[right]).sum(axis=1)).ravel() > 0
+
+
+def feature_agreement(
+    neighbours_QxK: np.ndarray,
+    query_Q: np.ndarray,
+    members: sp.csr_matrix,
+    bucket: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
+    """``feature_agreement@k`` (module docstring) of the query items that have a value."""
+    has_value = np.asarray(members.sum(axis=1)).ravel() > 0
+    keep = has_value[query_Q]
+    query, neighbours = query_Q[keep], neighbours_QxK[keep]
+    agrees = np.stack(
+        [_share_a_value(members, query, neighbours[:, j]) for j in range(neighbours.shape[1])],
+        axis=1,
+    )
+    result = _averaged(agrees.mean(axis=1), query, bucket)
+    rng = np.random.default_rng([seed, _PAIR_STREAM])
+    left = rng.choice(query, CHANCE_PAIRS)
+    right = rng.integers(1, members.shape[0] - 1, CHANCE_PAIRS)
+    right = right + (right >= left)  # a uniform other item, never the item itself
+    result["chance"] = float(_share_a_value(members, left, right).mean())
+    return result
+
+
 def synthetic_topics(store: SequenceStore) -> np.ndarray | None:
     """int64 [n_items + 1]: the generator topic of each item of a synthetic store (None for
     any other store)."""
@@ -135,6 +208,7 @@ def embedding_quality(
     *,
     k: int = K,
     seed: int = 0,
+    feature: tuple[str, sp.csr_matrix] | None = None,
 ) -> dict[str, Any]:
     """The measures of the module docstring for one item table.
 
@@ -144,12 +218,16 @@ def embedding_quality(
       heldout: the held-out users' whole histories.
       train_counts: int64 [n_items + 1], training interactions per item.
       k: neighbours per item.
-      seed: draws the query items when the catalog is larger than MAX_QUERY_ITEMS.
+      seed: draws the query items when the catalog is larger than MAX_QUERY_ITEMS, and
+        the pairs that estimate ``feature_agreement``'s chance level.
+      feature: (column, :func:`feature_membership` of it), to measure
+        ``feature_agreement``.
 
     Returns:
-      ``{"k", "buckets", "cooccurrence_recall": {...}, "topic_agreement": {...}}`` (the
-      last only for synthetic stores); each measure has ``all``, ``head``, ``torso``,
-      ``tail`` (None for an empty bucket) and ``items`` (how many items it averages).
+      ``{"k", "buckets", "cooccurrence_recall": {...}, "topic_agreement": {...},
+      "feature_agreement": {...}}`` (topics only for synthetic stores, features only with
+      ``feature``); each measure has ``all``, ``head``, ``torso``, ``tail`` (None for an
+      empty bucket) and ``items`` (how many items it averages).
     """
     table = np.asarray(table_VxD, np.float32)
     n_items = table.shape[0] - 1
@@ -169,4 +247,10 @@ def embedding_quality(
     topics = synthetic_topics(store)
     if topics is not None:
         result["topic_agreement"] = topic_agreement(neighbours_QxK, query, topics, bucket)
+    if feature is not None:
+        column, members = feature
+        result["feature_agreement"] = {
+            "column": column,
+            **feature_agreement(neighbours_QxK, query, members, bucket, seed),
+        }
     return result

@@ -369,6 +369,7 @@ class _Training:
             parts.split.heldout,
             counts,
             seed=self.config.data.split_seed,
+            feature=parts.embedding_feature,
         )
 
     def finish(self, ls: LoopState) -> dict[str, Any]:
