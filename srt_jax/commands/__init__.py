@@ -1,6 +1,16 @@
 """Command groups of the ``srt-jax`` CLI, one module each (see srt_jax/cli.py)."""
 
-from srt_jax.commands import data, doctor, fit, quickstart, recommend, runs, sweep, train
+from srt_jax.commands import (
+    advise,
+    data,
+    doctor,
+    fit,
+    quickstart,
+    recommend,
+    runs,
+    sweep,
+    train,
+)
 
 COMMAND_GROUPS = (
     quickstart.register,
@@ -10,5 +20,6 @@ COMMAND_GROUPS = (
     runs.register,
     sweep.register,
     fit.register,
+    advise.register,
     doctor.register,
 )

@@ -90,6 +90,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of the largest-compute runs held out to check predictions (0.1; 0: off)",
     )
     fit.add_argument(
+        "--extrapolation-factor",
+        type=positive_float,
+        default=10.0,
+        help="the extrapolation check fits the runs at budgets <= C_max / FACTOR and predicts "
+        "the largest budget's runs (default 10)",
+    )
+    fit.add_argument(
+        "--max-extrapolation-error",
+        type=positive_float,
+        default=0.02,
+        help="largest mean |relative error| of that check for a supported fit (default 0.02)",
+    )
+    fit.add_argument(
         "--loss-at",
         choices=("final", "best"),
         default="final",
@@ -238,6 +251,8 @@ def run_fit(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout_fraction,
         isoflop_budgets=args.isoflop_budgets,
         show_progress=not args.quiet,
+        extrapolation_factor=args.extrapolation_factor,
+        max_extrapolation_error=args.max_extrapolation_error,
     )
     out = Path(args.out) if args.out else Path(f"fit-{Path(args.source).name.split('.')[0]}")
     if args.group_by:
@@ -311,7 +326,13 @@ def summary_table(report: FitReport) -> str:
     """Plain-text table of the headline estimates and predictions with intervals."""
     estimates = law_estimates(report.fit, report.k, report.target_compute)
     intervals = report.bootstrap.summary() if report.bootstrap is not None else {}
-    rows = [f"{'quantity':<16}{'estimate':>14}{'95% interval':>32}"]
+    grade = report.grade
+    verdict = (
+        "fit supported by the data"
+        if grade["supported"]
+        else "fit NOT supported by the data: " + "; ".join(grade["reasons"])
+    )
+    rows = [verdict, f"{'quantity':<16}{'estimate':>14}{'95% interval':>32}"]
     for name in (*HEADLINE, *PREDICTED):
         lo, hi = intervals.get(name, {}).get("interval", (float("nan"), float("nan")))
         rows.append(f"{name:<16}{estimates[name]:>14.5g}{f'[{lo:.5g}, {hi:.5g}]':>32}")

@@ -3,9 +3,10 @@
 :func:`analyse` runs approach 3 (the headline law), its identifiability, the bootstrap over
 runs (approach-3 parameters, a, b, N*, D* and the loss at the target compute, plus the
 approach-1/2 exponents where those approaches apply), approaches 1 and 2, the held-out
-check and the alternative laws (Kaplan, L(C) on the frontier, metric(C) per ranking
-metric). An analysis that does not apply to the data (no curves, too few sizes per
-budget) is recorded with the reason instead of failing the whole fit.
+check, the extrapolation check and grade (:mod:`srt_jax.scaling.validation`) and the
+alternative laws (Kaplan, L(C) on the frontier, metric(C) per ranking metric). An analysis
+that does not apply to the data (no curves, too few sizes per budget) is recorded with the
+reason instead of failing the whole fit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from srt_jax.scaling.identifiability import identifiability
 from srt_jax.scaling.kaplan import fit_kaplan
 from srt_jax.scaling.points import ParamsKind, ScalingPoints
 from srt_jax.scaling.predict import holdout_check
+from srt_jax.scaling.validation import EXTRAPOLATION_RESAMPLES, extrapolation_check, grade
 
 DEFAULT_TARGET_FACTOR = 10.0
 """Without --target-compute, predictions are made at this multiple of the largest C."""
@@ -35,6 +37,8 @@ class FitOptions:
 
     ``flops_per_param_token`` (k): None derives it as the median C / (N D) of the points.
     ``target_compute`` (FLOPs): None means 10x the largest compute in the data.
+    ``extrapolation_factor``, ``max_extrapolation_error``: the extrapolation check and the
+    grade of :mod:`srt_jax.scaling.validation`.
     """
 
     params: ParamsKind = "total"
@@ -48,6 +52,8 @@ class FitOptions:
     envelope_points: int = 40
     smooth: int = 3
     show_progress: bool = True
+    extrapolation_factor: float = 10.0
+    max_extrapolation_error: float = 0.02
 
     def __post_init__(self) -> None:
         checks = {
@@ -59,6 +65,8 @@ class FitOptions:
             "flops_per_param_token": self.flops_per_param_token is None
             or self.flops_per_param_token > 0,
             "envelope_points": self.envelope_points >= 2,
+            "extrapolation_factor": self.extrapolation_factor >= 1,
+            "max_extrapolation_error": self.max_extrapolation_error > 0,
             "smooth": self.smooth >= 1,
         }
         for key, ok in checks.items():
@@ -83,6 +91,8 @@ class FitReport:
     approach2: Approach2Result | None
     holdout: dict
     alternatives: dict
+    extrapolation: dict
+    grade: dict
     not_applicable: dict[str, str] = field(default_factory=dict)
 
 
@@ -108,6 +118,14 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
         if options.bootstrap
         else None
     )
+    extrapolation = extrapolation_check(
+        points,
+        options.params,
+        factor=options.extrapolation_factor,
+        delta=options.delta,
+        resamples=min(options.bootstrap, EXTRAPOLATION_RESAMPLES),
+        seed=options.seed,
+    )
     return FitReport(
         points=points,
         options=options,
@@ -132,6 +150,8 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
         if options.holdout_fraction > 0
         else {"skipped": "holdout fraction is 0"},
         alternatives=_alternatives(points, n, options, not_applicable),
+        extrapolation=extrapolation,
+        grade=grade(fit, bootstrap, extrapolation, options.max_extrapolation_error),
         not_applicable=not_applicable,
     )
 

@@ -23,6 +23,8 @@ from srt_jax.scaling.plots import Figure, draw_all
 LAW_FORM = "L(N, D) = E + A / N^alpha + B / D^beta"
 HEADLINE = ("alpha", "beta", "E", "A", "B", "a", "b", "G")
 PREDICTED = ("N_opt", "D_opt", "loss_at_target")
+LAW_PARAMS = ("E", "A", "B", "alpha", "beta")
+"""Their bootstrap samples are kept in fit.json (``srt-jax advise`` reads them)."""
 
 
 def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
@@ -33,6 +35,8 @@ def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
     fitted = fit.law.loss(report.n, points.tokens)
     record = {
         "srt_jax_version": __version__,
+        "supported": report.grade["supported"],
+        "grade": report.grade,
         "source": points.source,
         "notes": list(points.notes),
         "law": LAW_FORM,
@@ -45,6 +49,11 @@ def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
             "level": 0.95,
             "method": "percentile, resampling whole runs",
             "estimates": intervals,
+            "law_samples": {
+                name: report.bootstrap.samples[name].tolist()
+                for name in LAW_PARAMS
+                if report.bootstrap is not None and name in report.bootstrap.samples
+            },
         },
         "objective": {
             "value": fit.objective,
@@ -70,6 +79,7 @@ def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
         "approach1": report.approach1.summary() if report.approach1 is not None else None,
         "approach2": report.approach2.summary() if report.approach2 is not None else None,
         "holdout": report.holdout,
+        "extrapolation": report.extrapolation,
         "alternatives": report.alternatives,
         "not_applicable": report.not_applicable,
         "points_used": {
@@ -162,6 +172,8 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
     lines = [
         "# Scaling-law fit",
         "",
+        *_grade_lines(report.grade),
+        "",
         f"Source: `{record['source']}` ({record['points_used']['count']} runs, "
         f"N = {record['params_kind']} parameters).",
         *[f"- {note}" for note in record["notes"]],
@@ -216,6 +228,8 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
         "",
         _holdout_line(report.holdout),
         "",
+        _extrapolation_line(report.extrapolation),
+        "",
         "## Figures",
         "",
     ]
@@ -223,6 +237,32 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
         caption = figure.caption.replace("*", r"\*")  # N*, L* inside an italic caption
         lines += [f"![{figure.name}]({figure.files[0].name})", "", f"*{caption}*", ""]
     return "\n".join(lines)
+
+
+def _grade_lines(grade: dict) -> list[str]:
+    """The verdict first: supported, or not and why."""
+    if grade["supported"]:
+        details = "; ".join(check["detail"] for check in grade["checks"].values())
+        return [f"**Fit supported**: {details}."]
+    return [
+        "**Fit NOT supported by the data** (`srt-jax advise` refuses it):",
+        "",
+        *[f"- {reason}" for reason in grade["reasons"]],
+    ]
+
+
+def _extrapolation_line(check: dict) -> str:
+    if "skipped" in check:
+        return f"Extrapolation check skipped: {check['skipped']}."
+    inside = [r["inside"] for r in check["per_run"] if "inside" in r]
+    within = f"; {sum(inside)} of {len(inside)} inside their 95% interval" if inside else ""
+    return (
+        f"Extrapolation check: refitted on the {check['fit_on_runs']} runs at budgets <= "
+        f"C_max / {check['factor']:g} ({fmt_value(check['fit_compute_max'])} FLOPs), the "
+        f"{check['predicted_runs']} runs at the largest budget are predicted with mean "
+        f"|relative error| {check['mean_abs_relative_error']:.2%}, max "
+        f"{check['max_abs_relative_error']:.2%}{within}."
+    )
 
 
 def _holdout_line(holdout: dict) -> str:

@@ -1,0 +1,172 @@
+"""Does the data support the fit? The extrapolation check and the grade of every fit.
+
+Extrapolation check (Besiroglu et al. 2024's advice, and what a user buying compute needs):
+the runs at the largest budget (compute within :data:`BUDGET_TOLERANCE` of the largest
+run's) are predicted by approach 3 refitted only on the runs at budgets at most
+``C_max / factor``; the report gives each prediction's relative error and its bootstrap
+interval (resampling the fitted runs), and whether the observed loss lies inside.
+
+Grade: a fit is *supported* when
+
+- ``converged``: approach 3's optimiser converged;
+- ``identifiable``: both exponents have a bootstrap interval narrower than their estimate
+  (relative width ``(hi - lo) / estimate`` at most :data:`MAX_EXPONENT_WIDTH`);
+- ``extrapolates``: the extrapolation check ran and its mean absolute relative error is at
+  most ``max_error``.
+
+A check that cannot run (no bootstrap, too few small-budget runs) fails with its reason; the
+reasons of every failed check are listed first in the report and in ``fit.json``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from srt_jax.scaling.approach3 import Approach3Fit, fit_approach3
+from srt_jax.scaling.bootstrap import BootstrapResult, bootstrap_runs
+from srt_jax.scaling.points import ParamsKind, ScalingPoints
+from srt_jax.scaling.predict import MIN_FIT_RUNS
+
+BUDGET_TOLERANCE = 1.5
+"""Runs whose compute is at least ``C_max / BUDGET_TOLERANCE`` are at the largest budget."""
+MAX_EXPONENT_WIDTH = 1.0
+EXTRAPOLATION_RESAMPLES = 200
+"""Bootstrap resamples of the extrapolation check's refit (fewer than the headline's)."""
+
+
+def extrapolation_check(
+    points: ScalingPoints,
+    params: ParamsKind,
+    *,
+    factor: float,
+    delta: float,
+    resamples: int,
+    seed: int,
+) -> dict:
+    """Refit on the runs at budgets <= C_max / ``factor``; predict the largest budget's runs.
+
+    Args:
+      points: every run; ``params``: which parameter count is N.
+      factor: how far (in compute) the refit extrapolates, >= 1.
+      delta: Huber threshold of approach 3.
+      resamples: bootstrap resamples of the refit for the prediction intervals (0: none).
+      seed: their seed.
+
+    Returns:
+      JSON-ready: ``skipped`` with the reason, or the runs used, the per-run predictions
+      with intervals and the mean / max absolute relative error.
+    """
+    compute, n = points.compute, points.params(params)
+    largest = compute >= compute.max() / BUDGET_TOLERANCE
+    fitted = compute <= compute.max() / factor
+    if fitted.sum() < MIN_FIT_RUNS:
+        return {
+            "skipped": f"only {int(fitted.sum())} runs at budgets <= C_max / {factor:g} = "
+            f"{compute.max() / factor:.3g} FLOPs (need {MIN_FIT_RUNS})",
+            "factor": factor,
+        }
+    train, held = np.flatnonzero(fitted), np.flatnonzero(largest)
+    fit = fit_approach3(n[train], points.tokens[train], points.loss[train], delta=delta)
+    predicted = fit.law.loss(n[held], points.tokens[held])
+    relative = predicted / points.loss[held] - 1.0
+    intervals = _prediction_intervals(points, params, train, held, delta, resamples, seed)
+    per_run = []
+    for j, i in enumerate(held):
+        row = {
+            "run_id": str(points.run_id[i]),
+            "compute": float(compute[i]),
+            "observed": float(points.loss[i]),
+            "predicted": float(predicted[j]),
+            "relative_error": float(relative[j]),
+        }
+        if intervals is not None:
+            lo, hi = intervals[j]
+            row["interval"] = [lo, hi]
+            row["inside"] = bool(lo <= points.loss[i] <= hi)
+        per_run.append(row)
+    return {
+        "factor": factor,
+        "fit_on_runs": int(train.size),
+        "fit_compute_max": float(compute[train].max()),
+        "predicted_runs": int(held.size),
+        "largest_compute": float(compute.max()),
+        "refit": fit.law.as_dict(),
+        "refit_converged": fit.converged,
+        "mean_abs_relative_error": float(np.mean(np.abs(relative))),
+        "max_abs_relative_error": float(np.max(np.abs(relative))),
+        "resamples": resamples,
+        "per_run": per_run,
+    }
+
+
+def _prediction_intervals(
+    points: ScalingPoints,
+    params: ParamsKind,
+    train: np.ndarray,
+    held: np.ndarray,
+    delta: float,
+    resamples: int,
+    seed: int,
+) -> list[tuple[float, float]] | None:
+    """95% percentile intervals [held] of the held runs' predicted losses over bootstrap
+    refits on resamples of the ``train`` runs (None without resamples)."""
+    if resamples == 0:
+        return None
+    n_held, d_held = points.params(params)[held], points.tokens[held]
+
+    def predict(sample: ScalingPoints) -> dict[str, float]:
+        law = fit_approach3(sample.params(params), sample.tokens, sample.loss, delta=delta).law
+        values = law.loss(n_held, d_held)
+        return {str(j): float(v) for j, v in enumerate(values)}
+
+    result = bootstrap_runs(points.take(train), predict, resamples, seed, show_progress=False)
+    return [result.interval(str(j)) for j in range(held.size)]
+
+
+def grade(
+    fit: Approach3Fit,
+    bootstrap: BootstrapResult | None,
+    extrapolation: dict,
+    max_error: float,
+) -> dict:
+    """``{"supported", "checks": {name: {"ok", "detail"}}, "reasons"}`` (module docstring)."""
+    checks = {
+        "converged": {
+            "ok": bool(fit.converged),
+            "detail": "the optimiser converged"
+            if fit.converged
+            else "approach 3's optimiser did not converge",
+        },
+        "identifiable": _identifiable(fit, bootstrap),
+        "extrapolates": _extrapolates(extrapolation, max_error),
+    }
+    reasons = [check["detail"] for check in checks.values() if not check["ok"]]
+    return {"supported": not reasons, "checks": checks, "reasons": reasons}
+
+
+def _identifiable(fit: Approach3Fit, bootstrap: BootstrapResult | None) -> dict:
+    if bootstrap is None:
+        return {"ok": False, "detail": "no bootstrap (--bootstrap 0): exponents not checked"}
+    widths = {}
+    for name in ("alpha", "beta"):
+        lo, hi = bootstrap.interval(name)
+        estimate = float(fit.law.as_dict()[name])
+        widths[name] = (hi - lo) / estimate if estimate > 0 and np.isfinite(hi - lo) else np.inf
+    shown = ", ".join(f"{k}'s 95% interval is {w:.0%} of its estimate" for k, w in widths.items())
+    ok = all(w <= MAX_EXPONENT_WIDTH for w in widths.values())
+    detail = shown if ok else f"exponents not identified by the data: {shown}"
+    return {"ok": ok, "detail": detail, "relative_widths": widths}
+
+
+def _extrapolates(extrapolation: dict, max_error: float) -> dict:
+    if "skipped" in extrapolation:
+        return {"ok": False, "detail": f"extrapolation not checked: {extrapolation['skipped']}"}
+    error = extrapolation["mean_abs_relative_error"]
+    ok = error <= max_error
+    return {
+        "ok": ok,
+        "detail": (
+            f"fitted on budgets <= C_max / {extrapolation['factor']:g}, the largest budget's "
+            f"loss is predicted within {error:.2%} (limit {max_error:.0%})"
+        ),
+    }

@@ -1,0 +1,63 @@
+"""The extrapolation check and the grade of every fit (srt_jax/scaling/validation.py)."""
+
+import json
+
+import numpy as np
+import pytest
+from test_scaling_cli import isoflop_csv, run_fit
+from test_scaling_loaders import write_csv
+
+from srt_jax.scaling.analysis import FitOptions, analyse
+from srt_jax.scaling.loaders import load_points
+
+
+def test_a_known_law_extrapolates_a_decade_and_is_supported(tmp_path):
+    points = load_points(isoflop_csv(tmp_path / "points.csv"))  # budgets 1e19 ... 1e22
+    report = analyse(points, FitOptions(bootstrap=50, show_progress=False))
+    check = report.extrapolation
+    assert check["fit_on_runs"] == 18 and check["predicted_runs"] == 6
+    assert check["fit_compute_max"] == pytest.approx(1e21)
+    assert check["mean_abs_relative_error"] < 0.01  # 0.2% noise
+    for run in check["per_run"]:
+        assert run["compute"] == pytest.approx(1e22)
+        lo, hi = run["interval"]
+        assert lo < run["predicted"] < hi
+        assert abs(run["relative_error"]) < 0.01
+    assert report.grade["supported"], report.grade["reasons"]
+    assert set(report.grade["checks"]) == {"converged", "identifiable", "extrapolates"}
+
+
+def flat_csv(path):
+    """Losses without a trend in N or D: nothing to fit."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for budget in (1e19, 1e20, 1e21, 1e22):
+        for n in np.geomspace(1e8, 1e10, 6):
+            rows.append([n, budget, 3.0 * np.exp(0.01 * rng.standard_normal())])
+    return write_csv(path, ["N", "C", "loss"], rows)
+
+
+def test_a_flat_fit_is_not_supported_and_says_why_first(tmp_path, capsys):
+    out = tmp_path / "fit"
+    argv = [str(flat_csv(tmp_path / "flat.csv")), "--out", str(out), "--bootstrap", "50"]
+    assert run_fit(argv) == 0
+    record = json.loads((out / "fit.json").read_text())
+    assert record["supported"] is False
+    assert not record["grade"]["checks"]["identifiable"]["ok"]
+    assert any("not identified" in reason for reason in record["grade"]["reasons"])
+    assert len(record["bootstrap"]["law_samples"]["alpha"]) == 50
+    report = (out / "report.md").read_text().splitlines()
+    assert report[2].startswith("**Fit NOT supported by the data**")
+    assert capsys.readouterr().out.startswith("fit NOT supported by the data: ")
+
+
+def test_too_few_small_budget_runs_fail_the_extrapolation_check(tmp_path):
+    points = load_points(isoflop_csv(tmp_path / "points.csv"))
+    report = analyse(
+        points, FitOptions(bootstrap=0, show_progress=False, extrapolation_factor=2000)
+    )
+    assert report.extrapolation["skipped"].startswith("only 0 runs at budgets <= C_max / 2000")
+    checks = report.grade["checks"]
+    assert not checks["extrapolates"]["ok"] and not checks["identifiable"]["ok"]
+    assert "--bootstrap 0" in checks["identifiable"]["detail"]
+    assert not report.grade["supported"]
