@@ -54,13 +54,8 @@ from srt_jax.config import DataConfig, load_config
 from srt_jax.data.sources import open_dataset
 from srt_jax.data.subsets import items_with_tokens, subset_store
 from srt_jax.data.synthetic import synthesize_store
-from srt_jax.scaling.transfer_curve import (
-    analyse_transfer,
-    law_text,
-    law_values,
-    read_runs,
-    target_runs,
-)
+from srt_jax.scaling.frontier import law_values
+from srt_jax.scaling.transfer_curve import analyse_transfer, law_text, read_runs, target_runs
 from srt_jax.train.loop import train
 
 CONFIG = "configs/ml100k_sasrec_fast.yaml"

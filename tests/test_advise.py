@@ -2,13 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from test_scaling_cli import LAW, isoflop_csv, run_fit
 from test_scaling_validation import flat_csv
 
 from srt_jax.cli import main
-from srt_jax.scaling.advice import data_advice, nearest_shape
+from srt_jax.scaling.advice import data_advice, metric_expectation, nearest_shape
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +104,16 @@ def test_nearest_shape_and_epochs_by_hand():
     assert shape["params_vs_optimal"] == pytest.approx(0.5) and "note" not in shape
     assert data_advice(5e9, 1e10)["epochs"] == 0.5
     assert "advice stands" in data_advice(3e10, 1e10)["note"]
+
+
+def test_metric_expectation_uses_the_saturating_law_when_identified():
+    law = {"M_inf": 0.3, "A": 0.2, "alpha": 0.5, "C0": 1e10}
+    trend = {"form": "m(C) = a + b ln C", "a": -2.0, "b": 0.1}
+    saturating = {"law": law, "identified": True}
+    value = metric_expectation({**trend, "saturating": saturating}, 4e10)
+    assert value["value"] == pytest.approx(0.3 - 0.2 * 4**-0.5)
+    flat = {"law": law, "identified": False, "reason": "level at the edge of its range"}
+    value = metric_expectation({**trend, "saturating": flat}, 1e11)
+    assert value["value"] == pytest.approx(-2.0 + 0.1 * np.log(1e11))
+    assert "level at the edge" in value["form"]
+    assert metric_expectation(trend, 1e3)["value"] == 0.0  # the trend is clipped to [0, 1]

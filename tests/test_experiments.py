@@ -166,6 +166,6 @@ def test_transfer_quick(tmp_path):
     flops = [row["pretrain_flops"] for row in domain["widths"].values()]
     assert flops[1] > flops[0]  # wider models cost more to pre-train
     assert domain["fit"]["metric_gain_per_decade"] is not None
-    assert domain["fit"]["loss_law"]["reason"].startswith("2 parent budgets")
+    assert domain["fit"]["loss_law"]["reason"].startswith("2 budgets")
     assert (out / "transfer.png").stat().st_size > 0
     assert "pre-training FLOPs" in (out / "table.md").read_text()

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from srt_jax.cli import main
-from srt_jax.scaling.transfer_curve import fit_power_law, law_values
+from srt_jax.scaling.frontier import fit_power_law, law_values
 
 BUDGETS = np.array([1e10, 3e10, 1e11, 3e11, 1e12])
 LOSS_LAW = {"E": 4.0, "A": 2.0, "alpha": 0.3, "C0": 1e10}
@@ -28,7 +28,7 @@ def test_the_fit_recovers_a_known_law(law):
 def test_the_fit_refuses_fewer_budgets_than_parameters():
     fit = fit_power_law([1e10, 1e10, 1e11], [5.0, 5.1, 4.0], increasing=False)
     assert fit["law"] is None
-    assert fit["reason"] == "2 parent budgets; a law needs 3"
+    assert fit["reason"] == "2 budgets; a law needs 3"
 
 
 def test_a_curve_that_does_not_saturate_is_marked_not_identified():

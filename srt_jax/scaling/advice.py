@@ -6,8 +6,9 @@ the law (:func:`srt_jax.scaling.predict.allocation_bands`):
 
 - ``N_opt`` parameters and ``D_opt`` trained target tokens (``C = k N D``), and the loss
   ``L*`` expected there (nats per target);
-- each ranking metric's expectation from the fit's metric law on the compute frontier
-  (``m(C) = a + b ln C``, clipped to [0, 1]; no interval: the metric law is a trend line);
+- each ranking metric's expectation from the fit's metric laws on the compute frontier: the
+  saturating ``M_inf - A (C/C0)^-alpha`` where identified, else the trend
+  ``m(C) = a + b ln C`` clipped to [0, 1] (no interval either way);
 - given the unique target tokens the data hold, the epochs ``D_opt`` means; beyond one epoch
   the advice says that the law was fitted on runs that did not repeat data, and that
   repeated tokens are worth less (Muennighoff et al. 2023: little loss up to about 4 epochs,
@@ -31,6 +32,7 @@ import numpy as np
 
 from srt_jax.errors import DataError
 from srt_jax.scaling.files import read_json
+from srt_jax.scaling.frontier import law_values
 from srt_jax.scaling.laws import ChinchillaLaw
 from srt_jax.scaling.predict import allocation_bands
 
@@ -112,10 +114,7 @@ def advise(
         **values,
         "intervals": {name: [float(bands[name][0][0]), float(bands[name][1][0])] for name in bands},
         "metrics": {
-            name: {
-                "value": float(np.clip(law_fit["a"] + law_fit["b"] * np.log(compute), 0, 1)),
-                "form": law_fit["form"] + ", on the compute frontier of the runs",
-            }
+            name: metric_expectation(law_fit, compute)
             for name, law_fit in record["alternatives"].get("metric_laws", {}).items()
         },
         "extrapolation_decades": float(
@@ -128,6 +127,22 @@ def advise(
     if shapes:
         advice["shape"] = nearest_shape(shapes, values["N_opt"], compute, k)
     return advice
+
+
+def metric_expectation(law_fit: Mapping[str, Any], compute: float) -> dict[str, Any]:
+    """A ranking metric at ``compute`` from the fit's metric laws on the compute frontier:
+    the saturating law where it is identified, else the log-linear trend clipped to [0, 1]."""
+    saturating = law_fit.get("saturating") or {}
+    if saturating.get("identified"):
+        return {
+            "value": float(law_values(saturating["law"], np.array([compute]))[0]),
+            "form": "M_inf - A (C/C0)^-alpha on the compute frontier of the runs",
+        }
+    why = saturating.get("reason", "no saturating law in this fit")
+    return {
+        "value": float(np.clip(law_fit["a"] + law_fit["b"] * np.log(compute), 0, 1)),
+        "form": f"{law_fit['form']} on the compute frontier (saturating law not used: {why})",
+    }
 
 
 def data_advice(d_opt: float, unique_tokens: float) -> dict[str, Any]:
@@ -196,7 +211,7 @@ def advice_markdown(advice: Mapping[str, Any], source: str) -> str:
         f"- Expected held-out loss: {shown('loss', advice['loss'], 4)} nats per target.",
     ]
     for name, metric in advice["metrics"].items():
-        lines.append(f"- Expected {name}: {metric['value']:.4f} ({metric['form']}; no interval).")
+        lines.append(f"- Expected {name}: {metric['value']:.4f} ({metric['form']}).")
     if "shape" in advice:
         shape = advice["shape"]
         lines.append(

@@ -4,19 +4,25 @@ The frontier is the running best against compute: sorted by C, a run (or, over t
 curves, an evaluation) is on it when nothing cheaper did better. Along it the loss is
 fitted with L(C) = E + A C^-gamma (summed Huber of log residuals, as approach 3) and a
 ranking metric with m(C) = a + b ln C (ordinary least squares, the log-linear form HSTU
-reports).
+reports) and with the saturating m(C) = M_inf - A (C/C0)^-alpha (:func:`fit_power_law`,
+also used for downstream quality against pre-training compute).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from scipy.optimize import curve_fit
 
 from srt_jax.errors import DataError
 from srt_jax.scaling.lbfgs import many_start_fit, start_grid
 from srt_jax.scaling.objective import compute_law_residuals
 from srt_jax.scaling.points import Curve
+
+MIN_LAW_BUDGETS = 3
+"""Distinct budgets a saturating power law needs (it has 3 parameters)."""
 
 
 def pareto_frontier(
@@ -75,7 +81,9 @@ def fit_compute_law(compute: np.ndarray, loss: np.ndarray, delta: float) -> dict
 
 
 def fit_metric_law(compute: np.ndarray, metric: np.ndarray) -> dict:
-    """m(C) = a + b ln C through frontier points by least squares (JSON-ready)."""
+    """m(C) = a + b ln C through frontier points by least squares (JSON-ready), and beside
+    it (``saturating``) the saturating form m(C) = M_inf - A (C/C0)^-alpha of
+    :func:`fit_power_law`, which cannot grow past 1."""
     if compute.size < 2:
         raise DataError(f"the metric law needs 2 or more frontier points; got {compute.size}")
     b, a = np.polyfit(np.log(compute), metric, 1)
@@ -88,4 +96,71 @@ def fit_metric_law(compute: np.ndarray, metric: np.ndarray) -> dict:
         "b": float(b),
         "r2": float(r2),
         "points": int(compute.size),
+        "saturating": fit_power_law(compute, metric, increasing=True),
     }
+
+
+def fit_power_law(flops: Sequence[float], values: Sequence[float], increasing: bool) -> dict:
+    """``y = c - A (C/C0)^-alpha`` (``increasing``) or ``y = c + A (C/C0)^-alpha`` fitted by
+    least squares (scipy ``curve_fit``), every run one point; ``c`` is ``M_inf`` or ``E``.
+
+    The level is bounded by the data and the quantity's range (``max(y) <= M_inf <= 1``,
+    ``0 <= E <= min(y)``) and ``0 <= alpha <= 3``. Returns ``{"law": {...} | None, "points",
+    "rmse"?, "identified"?, "reason"?}``: no law with fewer than :data:`MIN_LAW_BUDGETS` distinct
+    budgets or when the fit fails; ``identified`` is False (with the reason) when a
+    parameter ends at the edge of its range.
+    """
+    c = np.asarray(flops, np.float64)
+    y = np.asarray(values, np.float64)
+    result: dict[str, Any] = {"law": None, "points": int(c.size)}
+    if len(np.unique(c)) < MIN_LAW_BUDGETS:
+        result["reason"] = f"{len(np.unique(c))} budgets; a law needs {MIN_LAW_BUDGETS}"
+        return result
+    scale, sign = float(c.min()), -1.0 if increasing else 1.0
+    spread = float(np.ptp(y)) or abs(float(y.mean())) or 1.0
+
+    def law(x: np.ndarray, level: float, gap: float, alpha: float) -> np.ndarray:
+        return level + sign * gap * (x / scale) ** -alpha
+
+    # the level lies beyond every run's value and inside the metric's or the loss's range
+    low, high = (float(y.max()), 1.0) if increasing else (0.0, float(y.min()))
+    start = ((low + high) / 2, spread, 0.3)
+    try:
+        (level, gap, alpha), _ = curve_fit(
+            law,
+            c,
+            y,
+            p0=start,
+            bounds=([low, 0.0, 0.0], [max(high, low + 1e-12), np.inf, 3.0]),
+            maxfev=20_000,
+        )
+    except (RuntimeError, ValueError) as err:
+        result["reason"] = f"fit failed: {err}"
+        return result
+    at_bound = [
+        name
+        for name, value, bound in (
+            ("level", level, low),
+            ("level", level, high),
+            ("alpha", alpha, 0.0),
+            ("alpha", alpha, 3.0),
+        )
+        if abs(value - bound) <= 1e-3 * max(abs(bound), 1e-3)
+    ]
+    result["identified"] = not at_bound
+    if at_bound:
+        result["reason"] = (
+            f"{' and '.join(sorted(set(at_bound)))} at the edge of its range: the runs do not "
+            "show where the curve saturates"
+        )
+    name = "M_inf" if increasing else "E"
+    result["law"] = {name: level, "A": gap, "alpha": alpha, "C0": scale}
+    result["rmse"] = float(np.sqrt(np.mean((y - law(c, level, gap, alpha)) ** 2)))
+    return result
+
+
+def law_values(law: dict, flops: np.ndarray) -> np.ndarray:
+    """A fitted law of :func:`fit_power_law` at ``flops``."""
+    if "M_inf" in law:
+        return law["M_inf"] - law["A"] * (flops / law["C0"]) ** -law["alpha"]
+    return law["E"] + law["A"] * (flops / law["C0"]) ** -law["alpha"]

@@ -14,7 +14,7 @@ against the parent's pre-training FLOPs ``C``:
 ``C0`` is the smallest parent's FLOPs, so ``A`` is the gap at the smallest parent. Runs
 without ``init_from`` on the same target store are the from-scratch baseline; one with the
 parameter count of a fine-tuned group is that group's baseline, and the gain is the
-difference of the two means. A law needs at least 3 distinct parent budgets.
+difference of the two means. The laws are :func:`srt_jax.scaling.frontier.fit_power_law`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,18 +30,16 @@ from typing import Any
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.optimize import curve_fit
 
 from srt_jax.errors import DataError
 from srt_jax.scaling.files import read_json
+from srt_jax.scaling.frontier import fit_power_law, law_values
 from srt_jax.scaling.loaders import summary_paths
 from srt_jax.scaling.plots import save
 from srt_jax.scaling.report import write_staged
 
 matplotlib.use("Agg")
 
-MIN_BUDGETS = 3
-"""Distinct parent budgets a law needs (it has 3 parameters)."""
 KEYS = ("metric", "loss")
 """The figures of a run that are compared (``metric`` is the chosen ranking metric)."""
 
@@ -124,72 +122,6 @@ def target_runs(
         [r for r in tuned if r.dataset == chosen],
         [r for r in runs if r.parent_flops is None and r.dataset == chosen],
     )
-
-
-def fit_power_law(flops: Sequence[float], values: Sequence[float], increasing: bool) -> dict:
-    """``y = c - A (C/C0)^-alpha`` (``increasing``) or ``y = c + A (C/C0)^-alpha`` fitted by
-    least squares (scipy ``curve_fit``), every run one point; ``c`` is ``M_inf`` or ``E``.
-
-    The level is bounded by the data and the quantity's range (``max(y) <= M_inf <= 1``,
-    ``0 <= E <= min(y)``) and ``0 <= alpha <= 3``. Returns ``{"law": {...} | None, "points",
-    "rmse"?, "identified"?, "reason"?}``: no law with fewer than :data:`MIN_BUDGETS` distinct
-    budgets or when the fit fails; ``identified`` is False (with the reason) when a
-    parameter ends at the edge of its range.
-    """
-    c = np.asarray(flops, np.float64)
-    y = np.asarray(values, np.float64)
-    result: dict[str, Any] = {"law": None, "points": int(c.size)}
-    if len(np.unique(c)) < MIN_BUDGETS:
-        result["reason"] = f"{len(np.unique(c))} parent budgets; a law needs {MIN_BUDGETS}"
-        return result
-    scale, sign = float(c.min()), -1.0 if increasing else 1.0
-    spread = float(np.ptp(y)) or abs(float(y.mean())) or 1.0
-
-    def law(x: np.ndarray, level: float, gap: float, alpha: float) -> np.ndarray:
-        return level + sign * gap * (x / scale) ** -alpha
-
-    # the level lies beyond every run's value and inside the metric's or the loss's range
-    low, high = (float(y.max()), 1.0) if increasing else (0.0, float(y.min()))
-    start = ((low + high) / 2, spread, 0.3)
-    try:
-        (level, gap, alpha), _ = curve_fit(
-            law,
-            c,
-            y,
-            p0=start,
-            bounds=([low, 0.0, 0.0], [max(high, low + 1e-12), np.inf, 3.0]),
-            maxfev=20_000,
-        )
-    except (RuntimeError, ValueError) as err:
-        result["reason"] = f"fit failed: {err}"
-        return result
-    at_bound = [
-        name
-        for name, value, bound in (
-            ("level", level, low),
-            ("level", level, high),
-            ("alpha", alpha, 0.0),
-            ("alpha", alpha, 3.0),
-        )
-        if abs(value - bound) <= 1e-3 * max(abs(bound), 1e-3)
-    ]
-    result["identified"] = not at_bound
-    if at_bound:
-        result["reason"] = (
-            f"{' and '.join(sorted(set(at_bound)))} at the edge of its range: the runs do not "
-            "show where the curve saturates; read the gain per decade instead"
-        )
-    name = "M_inf" if increasing else "E"
-    result["law"] = {name: level, "A": gap, "alpha": alpha, "C0": scale}
-    result["rmse"] = float(np.sqrt(np.mean((y - law(c, level, gap, alpha)) ** 2)))
-    return result
-
-
-def law_values(law: dict, flops: np.ndarray) -> np.ndarray:
-    """A fitted law of :func:`fit_power_law` at ``flops``."""
-    if "M_inf" in law:
-        return law["M_inf"] - law["A"] * (flops / law["C0"]) ** -law["alpha"]
-    return law["E"] + law["A"] * (flops / law["C0"]) ** -law["alpha"]
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
