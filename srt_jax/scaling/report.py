@@ -1,4 +1,5 @@
-"""Writing a fit: ``fit.json``, the figures (PNG + SVG) and ``report.md`` that shows them.
+"""Writing a fit: ``fit.json``, the figures (PNG + SVG), ``report.md`` that shows them and
+``report.html``, the same page with its figures embedded and a table of every run.
 
 Everything is written into a staging directory beside the output directory and moved into
 place only when all of it succeeded, so a failed run leaves no half-written result.
@@ -18,6 +19,7 @@ import numpy as np
 
 from srt_jax import __version__
 from srt_jax.scaling.analysis import FitReport, law_estimates
+from srt_jax.scaling.html_report import report_html
 from srt_jax.scaling.plots import Figure, draw_all
 
 LAW_FORM = "L(N, D) = E + A / N^alpha + B / D^beta"
@@ -80,6 +82,7 @@ def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
         "approach2": report.approach2.summary() if report.approach2 is not None else None,
         "holdout": report.holdout,
         "extrapolation": report.extrapolation,
+        "data_constrained": report.data_constrained,
         "alternatives": report.alternatives,
         "not_applicable": report.not_applicable,
         "points_used": {
@@ -102,13 +105,17 @@ def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
 
 
 def write_results(report: FitReport, out_dir: Path) -> list[Path]:
-    """Write fit.json, the figures and report.md into ``out_dir``; return the written paths."""
+    """Write fit.json, the figures, report.md and report.html into ``out_dir``; return the
+    written paths."""
 
     def fill(staging: Path) -> None:
         figures = draw_all(report, staging)
         record = fit_record(report, figures)
+        text = report_markdown(report, record, figures)
         (staging / "fit.json").write_text(json.dumps(record, indent=1) + "\n")
-        (staging / "report.md").write_text(report_markdown(report, record, figures))
+        (staging / "report.md").write_text(text)
+        page = report_html(text, staging, record["points_used"]["runs"], "Scaling-law fit")
+        (staging / "report.html").write_text(page)
 
     return write_staged(out_dir, fill)
 
@@ -230,6 +237,10 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
         "",
         _extrapolation_line(report.extrapolation),
         "",
+        "## Data-constrained law (repeated epochs)",
+        "",
+        _data_constrained_line(report.data_constrained, report.not_applicable),
+        "",
         "## Figures",
         "",
     ]
@@ -262,6 +273,29 @@ def _extrapolation_line(check: dict) -> str:
         f"{check['predicted_runs']} runs at the largest budget are predicted with mean "
         f"|relative error| {check['mean_abs_relative_error']:.2%}, max "
         f"{check['max_abs_relative_error']:.2%}{within}."
+    )
+
+
+def _data_constrained_line(result: dict | None, not_applicable: dict[str, str]) -> str:
+    if result is None:
+        return f"Not fitted: {not_applicable.get('data_constrained', 'not applicable')}."
+    law = result["law"]
+    r_star = f"R* = {law['R_star']:.3g} repetitions" + (
+        "" if law["R_star_identified"] else " (at the end of its range: not identified)"
+    )
+    check = result["extrapolation"]
+    versus = (
+        f"skipped ({check['skipped']})"
+        if "skipped" in check
+        else f"mean |relative error| {check['mean_abs_relative_error']:.2%}, max "
+        f"{check['max_abs_relative_error']:.2%}"
+    )
+    return (
+        f"{result['runs_repeating']} runs repeat their data (up to "
+        f"{result['max_epochs']:.1f} epochs). {result['form']}: {r_star}, alpha = "
+        f"{law['alpha']:.3g}, beta = {law['beta']:.3g}, E = {law['E']:.4g}; objective "
+        f"{law['objective']:.4g} against the plain law's {result['plain_objective']:.4g} "
+        f"(one more parameter). Its extrapolation check (same budgets as above): {versus}."
     )
 
 
