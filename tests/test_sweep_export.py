@@ -76,8 +76,9 @@ def test_runs_table_columns_pending_rows_and_flat_config(finished_sweep):
         reader = csv.DictReader(handle)
         header, rows = reader.fieldnames, list(reader)
     assert tuple(header[:8]) == EXPORT_COLUMNS  # what srt-jax fit reads
-    assert header[8] == "ndcg@10"  # metric columns have no dot, every other extra column has
-    assert all("." in column for column in header[9:])
+    assert header[8] == "U"  # unique tokens per epoch: read by the data-constrained fit
+    assert header[9] == "ndcg@10"  # metric columns have no dot, every other extra column has
+    assert all("." in column for column in header[10:])
     pending = next(r for r in rows if r["status"] == "pending")
     assert pending["run_id"] == config_hash(configs[3])
     assert (pending["N"], pending["N_non_embedding"], pending["N_embedding"]) == (

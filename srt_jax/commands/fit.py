@@ -130,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     columns = fit.add_argument_group("columns of a plain table (--format csv)")
     defaults = ColumnNames()
-    for name in ("n", "d", "c", "loss", "run_id", "n_non_embedding"):
+    for name in ColumnNames.__dataclass_fields__:
         columns.add_argument(
             f"--{name.replace('_', '-')}-col",
             dest=f"col_{name}",

@@ -10,10 +10,11 @@ Modules, one job each:
   ``approach2`` (IsoFLOP profiles), ``kaplan`` and ``frontier`` (alternative laws).
 - ``bootstrap`` (resampling runs), ``identifiability``, ``predict`` (held-out check,
   bootstrap bands), ``validation`` (the extrapolation check and the grade: is the fit
-  supported by its data?).
+  supported by its data?), ``data_constrained`` (Muennighoff's law for runs that repeat
+  their data).
 - ``analysis`` (every fit of one source), ``plots`` (figures), ``report`` (fit.json,
-  figures and report.md), ``groups`` (a fit per value of a config key and their
-  comparison, ``--group-by``). The CLI entry is ``srt_jax.commands.fit``.
+  figures and report.md) with ``html_report`` (report.html), ``groups`` (a fit per value
+  of a config key and their comparison, ``--group-by``). The CLI entry is ``srt_jax.commands.fit``.
 - ``advice`` (``srt-jax advise``: N*, D*, expected loss and metrics at a budget from a
   supported fit); ``transfer_curve`` (``srt-jax fit-transfer``: fine-tuned quality against
   the parent's pre-training compute).

@@ -10,9 +10,11 @@ the law (:func:`srt_jax.scaling.predict.allocation_bands`):
   saturating ``M_inf - A (C/C0)^-alpha`` where identified, else the trend
   ``m(C) = a + b ln C`` clipped to [0, 1] (no interval either way);
 - given the unique target tokens the data hold, the epochs ``D_opt`` means; beyond one epoch
-  the advice says that the law was fitted on runs that did not repeat data, and that
-  repeated tokens are worth less (Muennighoff et al. 2023: little loss up to about 4 epochs,
-  rapidly less beyond); the data-constrained law is not fitted here;
+  the fit's data-constrained law (:mod:`srt_jax.scaling.data_constrained`), where the fit
+  has one, gives the loss at that allocation with repeated tokens discounted and the
+  allocation that is optimal when only those unique tokens exist; without one, the advice
+  says that repeated tokens are worth less (Muennighoff et al. 2023: little loss up to
+  about 4 epochs, rapidly less beyond);
 - given a ladder of shapes with their parameter counts, the shape nearest ``N_opt`` (in
   log N) and the tokens the budget buys for it.
 
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from srt_jax.errors import DataError
+from srt_jax.scaling.data_constrained import DataConstrainedFit
 from srt_jax.scaling.files import read_json
 from srt_jax.scaling.frontier import law_values
 from srt_jax.scaling.laws import ChinchillaLaw
@@ -124,6 +127,11 @@ def advise(
     }
     if unique_tokens is not None:
         advice["data"] = data_advice(values["D_opt"], unique_tokens)
+        constrained = record.get("data_constrained")
+        if constrained and advice["data"]["epochs"] > 1:
+            advice["data_constrained"] = constrained_advice(
+                constrained, values, compute, k, unique_tokens
+            )
     if shapes:
         advice["shape"] = nearest_shape(shapes, values["N_opt"], compute, k)
     return advice
@@ -164,6 +172,26 @@ def data_advice(d_opt: float, unique_tokens: float) -> dict[str, Any]:
             "collect more data, or spend the budget on a larger model with fewer epochs"
         )
     return {"unique_tokens": unique_tokens, "epochs": epochs, "note": note}
+
+
+def constrained_advice(
+    constrained: Mapping[str, Any],
+    plain: Mapping[str, float],
+    compute: float,
+    k: float,
+    unique_tokens: float,
+) -> dict[str, Any]:
+    """What the fit's data-constrained law says about a budget whose D* repeats the data:
+    the loss at the plain allocation with repeats discounted, and its own optimum."""
+    law = DataConstrainedFit.from_record(constrained["law"])
+    at_plain = float(law.loss(plain["N_opt"], plain["D_opt"], unique_tokens))
+    return {
+        "R_star": law.r_star,
+        "R_star_identified": law.identified,
+        "loss_at_plain_allocation": at_plain,
+        "optimal": law.optimal(compute, k, unique_tokens),
+        "extrapolation": constrained["extrapolation"],
+    }
 
 
 def nearest_shape(
@@ -225,4 +253,18 @@ def advice_markdown(advice: Mapping[str, Any], source: str) -> str:
             f"- Data: {data['unique_tokens']:.3g} unique target tokens, {data['epochs']:.2f} "
             f"epochs: {data['note']}."
         )
+    if "data_constrained" in advice:
+        lines.append(_constrained_line(advice["data_constrained"]))
     return "\n".join(lines) + "\n"
+
+
+def _constrained_line(constrained: Mapping[str, Any]) -> str:
+    optimal = constrained["optimal"]
+    identified = "" if constrained["R_star_identified"] else ", at the end of its range"
+    return (
+        f"- Data-constrained law (R* = {constrained['R_star']:.3g} repetitions{identified}): "
+        f"at N*, D* above it predicts {constrained['loss_at_plain_allocation']:.4g} nats; with "
+        f"only these unique tokens the optimum is N = {optimal['N_opt']:.3g}, D = "
+        f"{optimal['D_opt']:.3g} ({optimal['epochs']:.2f} epochs, worth "
+        f"{optimal['effective_tokens']:.3g} fresh tokens), loss {optimal['loss']:.4g}."
+    )

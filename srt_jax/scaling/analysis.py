@@ -3,8 +3,10 @@
 :func:`analyse` runs approach 3 (the headline law), its identifiability, the bootstrap over
 runs (approach-3 parameters, a, b, N*, D* and the loss at the target compute, plus the
 approach-1/2 exponents where those approaches apply), approaches 1 and 2, the held-out
-check, the extrapolation check and grade (:mod:`srt_jax.scaling.validation`) and the
-alternative laws (Kaplan, L(C) on the frontier, metric(C) per ranking metric). An analysis
+check, the extrapolation check and grade (:mod:`srt_jax.scaling.validation`), the
+data-constrained law where runs repeat their data (:mod:`srt_jax.scaling.data_constrained`)
+and the alternative laws (Kaplan, L(C) on the frontier, metric(C) per ranking metric). An
+analysis
 that does not apply to the data (no curves, too few sizes per budget) is recorded with the
 reason instead of failing the whole fit.
 """
@@ -20,6 +22,7 @@ from srt_jax.scaling.approach1 import Approach1Result, fit_approach1
 from srt_jax.scaling.approach2 import Approach2Result, fit_approach2
 from srt_jax.scaling.approach3 import Approach3Fit, fit_approach3
 from srt_jax.scaling.bootstrap import BootstrapResult, bootstrap_runs
+from srt_jax.scaling.data_constrained import analyse_data_constrained, repeats_data
 from srt_jax.scaling.frontier import fit_compute_law, fit_metric_law, pareto_frontier
 from srt_jax.scaling.identifiability import identifiability
 from srt_jax.scaling.kaplan import fit_kaplan
@@ -93,6 +96,7 @@ class FitReport:
     alternatives: dict
     extrapolation: dict
     grade: dict
+    data_constrained: dict | None = None
     not_applicable: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,6 +130,21 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
         resamples=min(options.bootstrap, EXTRAPOLATION_RESAMPLES),
         seed=options.seed,
     )
+    data_constrained = None
+    if (reason := repeats_data(points)) is not None:
+        not_applicable["data_constrained"] = reason
+    else:
+        data_constrained = _try(
+            not_applicable,
+            "data_constrained",
+            lambda: analyse_data_constrained(
+                points,
+                n,
+                delta=options.delta,
+                factor=options.extrapolation_factor,
+                plain_objective=fit.objective,
+            ),
+        )
     return FitReport(
         points=points,
         options=options,
@@ -152,6 +171,7 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
         alternatives=_alternatives(points, n, options, not_applicable),
         extrapolation=extrapolation,
         grade=grade(fit, bootstrap, extrapolation, options.max_extrapolation_error),
+        data_constrained=data_constrained,
         not_applicable=not_applicable,
     )
 

@@ -48,14 +48,17 @@ from srt_jax.scaling.points import Curve, ScalingPoints, skipped_note
 SourceFormat = Literal["auto", "runs", "export", "csv", "mlflow"]
 EXPORT_COLUMNS = ("run_id", "status", "N", "N_non_embedding", "N_embedding", "D", "C", "loss")
 CURVE_COLUMNS = ("run_id", "step", "tokens", "flops", "loss")
+UNIQUE_COLUMN = "U"
+"""Optional column of an export or a plain table: the unique tokens of a run's data."""
 
 
 @dataclass(frozen=True)
 class ColumnNames:
     """Column names of a plain results table (``csv`` format).
 
-    ``d`` or ``c`` may be absent from the table, not both; ``run_id`` and
-    ``n_non_embedding`` are optional (rows are then named by their line number).
+    ``d`` or ``c`` may be absent from the table, not both; ``run_id``,
+    ``n_non_embedding`` and ``unique_tokens`` (the unique tokens of the run's data, for the
+    data-constrained law) are optional (rows are then named by their line number).
     """
 
     n: str = "N"
@@ -64,6 +67,7 @@ class ColumnNames:
     loss: str = "loss"
     run_id: str = "run_id"
     n_non_embedding: str = "N_non_embedding"
+    unique_tokens: str = UNIQUE_COLUMN
 
 
 def load_points(
@@ -126,7 +130,7 @@ def load_table(path: Path, names: ColumnNames, k: float) -> ScalingPoints:
     has_d, has_c = names.d in header, names.c in header
     if not (has_d or has_c):
         raise DataError(f"{path}: needs a column {names.d!r} (tokens) or {names.c!r} (FLOPs)")
-    run_id, n, n_non_emb, tokens, compute, loss = [], [], [], [], [], []
+    run_id, n, n_non_emb, tokens, compute, loss, unique = [], [], [], [], [], [], []
     for line, row in rows:
         n_value = number_at(path, line, row, names.n)
         d_value = number_at(path, line, row, names.d) if has_d else math.nan
@@ -141,10 +145,26 @@ def load_table(path: Path, names: ColumnNames, k: float) -> ScalingPoints:
         tokens.append(d_value if has_d else c_value / (k * n_value))
         compute.append(c_value if has_c else k * n_value * d_value)
         loss.append(number_at(path, line, row, names.loss))
+        if names.unique_tokens in header:
+            unique.append(number_at(path, line, row, names.unique_tokens))
     notes = [] if has_d and has_c else [f"{'D = C / (k N)' if has_c else 'C = k N D'}, k = {k:g}"]
     return ScalingPoints.from_columns(
-        run_id, n, n_non_emb, tokens, compute, loss, source=str(path), notes=notes
+        run_id,
+        n,
+        n_non_emb,
+        tokens,
+        compute,
+        loss,
+        unique_tokens=unique or None,
+        source=str(path),
+        notes=notes,
     )
+
+
+def _number_or_nan(value) -> float:
+    """A finite positive number as float, anything else (missing, empty, text) as NaN."""
+    number = float(value) if is_number(value) else math.nan
+    return number if number > 0 else math.nan
 
 
 def load_sweep_export(path: Path) -> ScalingPoints:
@@ -156,7 +176,7 @@ def load_sweep_export(path: Path) -> ScalingPoints:
     for required in EXPORT_COLUMNS:
         if required != "N_embedding":
             require_column(table, header, required)
-    metric_names = [h for h in header if h not in EXPORT_COLUMNS and "." not in h]
+    metric_names = [h for h in header if h not in (*EXPORT_COLUMNS, UNIQUE_COLUMN) and "." not in h]
     kept, skipped = [], Counter()
     for line, row in rows:
         status = str(row["status"])
@@ -177,6 +197,7 @@ def load_sweep_export(path: Path) -> ScalingPoints:
         [number_at(table, line, row, "C") for line, row in kept],
         [number_at(table, line, row, "loss") for line, row in kept],
         metrics={m: [float(row[m]) for _, row in kept] for m in metric_names},
+        unique_tokens=[_number_or_nan(row.get(UNIQUE_COLUMN)) for _, row in kept],
         curves=[curves.get(r) for r in run_ids] if curves else (),
         source=str(table),
         notes=[skipped_note(skipped)] if skipped else [],
@@ -185,7 +206,7 @@ def load_sweep_export(path: Path) -> ScalingPoints:
 
 def load_run_dirs(root: Path) -> ScalingPoints:
     """Every run directory under ``root`` (recursively) whose status is "done"."""
-    run_id, n_total, n_non_emb, tokens, compute, loss, curves = ([] for _ in range(7))
+    run_id, n_total, n_non_emb, tokens, compute, loss, unique, curves = ([] for _ in range(8))
     metrics: dict[str, list[float]] = {}
     skipped: Counter[str] = Counter()
     seen: dict[str, Path] = {}
@@ -208,6 +229,7 @@ def load_run_dirs(root: Path) -> ScalingPoints:
         tokens.append(positive_key(summary_path, summary, "train_tokens"))
         compute.append(positive_key(summary_path, summary, "train_flops"))
         loss.append(positive_key(summary_path, evaluation, "loss", prefix="eval."))
+        unique.append(_number_or_nan(summary.get("unique_train_tokens")))
         for name, value in evaluation.items():
             if name != "loss" and isinstance(value, int | float):
                 metrics.setdefault(name, [math.nan] * (len(run_id) - 1)).append(float(value))
@@ -228,6 +250,7 @@ def load_run_dirs(root: Path) -> ScalingPoints:
         compute,
         loss,
         metrics=metrics,
+        unique_tokens=unique,
         curves=curves,
         source=str(root),
         notes=notes,

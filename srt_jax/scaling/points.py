@@ -56,6 +56,8 @@ class ScalingPoints:
       compute: training FLOPs C.
       loss: held-out loss at the end of training (nats/token).
       metrics: ranking metrics at the end of training, name -> [runs].
+      unique_tokens: unique target tokens U of each run's training data (one epoch; D / U
+        is the epochs trained), NaN where the source does not say; None: no source said.
       curves: per run its :class:`Curve` or None, aligned with the arrays.
       source: where the points came from; notes: what the loader skipped or assumed.
     """
@@ -67,6 +69,7 @@ class ScalingPoints:
     compute: np.ndarray
     loss: np.ndarray
     metrics: Mapping[str, np.ndarray] = field(default_factory=dict)
+    unique_tokens: np.ndarray | None = None
     curves: tuple[Curve | None, ...] = ()
     source: str = ""
     notes: tuple[str, ...] = ()
@@ -80,6 +83,7 @@ class ScalingPoints:
             "compute": self.compute,
             "loss": self.loss,
             **{f"metric {name}": v for name, v in self.metrics.items()},
+            **({} if self.unique_tokens is None else {"unique_tokens": self.unique_tokens}),
         }
         for name, values in arrays.items():
             if len(values) != size:
@@ -105,11 +109,16 @@ class ScalingPoints:
         loss: Sequence[float],
         *,
         metrics: Mapping[str, Sequence[float]] | None = None,
+        unique_tokens: Sequence[float] | None = None,
         curves: Sequence[Curve | None] = (),
         source: str = "",
         notes: Sequence[str] = (),
     ) -> ScalingPoints:
-        """Build from plain sequences (converted to float64 / str arrays)."""
+        """Build from plain sequences (converted to float64 / str arrays); ``unique_tokens``
+        is kept only if some run has a value."""
+        unique = None if unique_tokens is None else np.asarray(unique_tokens, np.float64)
+        if unique is not None and not np.isfinite(unique).any():
+            unique = None
         return cls(
             run_id=np.asarray(run_id, dtype=str),
             n_total=np.asarray(n_total, np.float64),
@@ -118,6 +127,7 @@ class ScalingPoints:
             compute=np.asarray(compute, np.float64),
             loss=np.asarray(loss, np.float64),
             metrics={k: np.asarray(v, np.float64) for k, v in (metrics or {}).items()},
+            unique_tokens=unique,
             curves=tuple(curves),
             source=source,
             notes=tuple(notes),
@@ -193,6 +203,7 @@ class ScalingPoints:
             compute=self.compute[indices],
             loss=self.loss[indices],
             metrics={k: v[indices] for k, v in self.metrics.items()},
+            unique_tokens=None if self.unique_tokens is None else self.unique_tokens[indices],
             curves=tuple(self.curves[i] for i in indices) if self.curves else (),
             source=self.source,
             notes=self.notes,

@@ -6,6 +6,8 @@
   ``summary.json`` figures (``params_total``, ``params_non_embedding``, ``params_embedding``,
   ``train_tokens``, ``train_flops``, ``eval.loss``); for the others the plan's N, D and C and
   an empty loss;
+- ``U``: the unique target tokens of the run's training split (one epoch), from the summary's
+  ``unique_train_tokens`` (D / U is the epochs trained; the data-constrained law needs it);
 - one column per numeric evaluation metric of the summaries (``ndcg@10``, ``hr@10``, ...);
 - ``run.*`` columns about the run itself (``run.attempts``, ``run.budget``, ``run.wall_s``,
   ``run.error``, ``run.run_dir``);
@@ -15,7 +17,7 @@
 ``curves.csv`` / ``curves.parquet`` — the evaluation lines of every run's ``metrics.jsonl``:
 ``run_id, step, tokens, flops, loss`` and one column per evaluation metric.
 
-Metric columns have no dot and every other extra column has one: that is how
+Metric columns have no dot and every other extra column but ``U`` has one: that is how
 ``srt-jax fit`` (:func:`srt_jax.scaling.loaders.load_sweep_export`) tells them apart.
 """
 
@@ -84,6 +86,7 @@ def run_row(root: Path, run: dict[str, Any]) -> dict[str, Any]:
         "D": summary["train_tokens"] if done else run["D"],
         "C": summary["train_flops"] if done else run["C"],
         "loss": evaluation.get("loss") if done else None,
+        "U": summary.get("unique_train_tokens") if done else None,
     }
     for name, value in evaluation.items():
         if name != "loss" and _is_number(value):

@@ -149,6 +149,8 @@ class _Training:
             "flops_6nd_params": "params_non_embedding",
             "train_flops": self.flops(ls.tokens),
             "train_tokens": ls.tokens,
+            "unique_train_tokens": parts.split.train.n_targets,
+            "epochs": ls.tokens / max(1, parts.split.train.n_targets),
             "token_budget": parts.token_budget,
             "steps": ls.step,
             "updates": ls.step if self.controller is None else self.controller.updates,
