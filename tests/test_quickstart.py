@@ -62,9 +62,11 @@ def test_quickstart_sweeps_fits_writes_figures_and_resumes(tmp_path, capsys):
     assert summary["report"] == str(fit_dir / "report.md") and summary["fit"]["objective"]
 
 
-def test_shipped_quickstart_spec_is_a_3_by_4_isoflop_sweep_on_either_dataset():
+def test_shipped_quickstart_spec_is_a_4_by_4_isoflop_sweep_on_either_dataset():
     spec = load_spec(QUICKSTART_SPEC)
-    assert spec.isoflop is not None and len(spec.isoflop.budgets) == 3
+    assert spec.isoflop is not None and len(spec.isoflop.budgets) == 4
+    budgets = sorted(spec.isoflop.budgets)  # two budgets for the extrapolation check's refit
+    assert budgets[1] <= budgets[-1] / 10
     assert spec.base["data"]["dataset"] == "movielens-100k"
     assert with_dataset(spec, "movielens-100k") is spec
     synthetic = with_dataset(spec, "synthetic")
@@ -82,4 +84,4 @@ def test_unknown_dataset_is_refused(capsys):
 
 def test_expansion_of_the_synthetic_quickstart_runs_every_combination():
     expansion = expand(with_dataset(load_spec(QUICKSTART_SPEC), "synthetic"))
-    assert len(expansion.runs) == 12 and not expansion.skipped
+    assert len(expansion.runs) == 16 and not expansion.skipped

@@ -1,13 +1,13 @@
 """``srt-jax quickstart``: the main job, end to end, on a built-in dataset.
 
 Gets the data (MovieLens-100K from the package registry, or a synthetic log), runs the
-small IsoFLOP sweep of ``sweeps/quickstart.yaml`` (3 compute budgets x 4 shapes) with the
+small IsoFLOP sweep of ``sweeps/quickstart.yaml`` (4 compute budgets x 4 shapes) with the
 local executor, exports it, fits the scaling law exactly as ``srt-jax fit`` does, and writes
 the figures and ``report.md``. Everything goes under ``--out`` (default ``quickstart_out``),
 in a directory named after the sweep (``quickstart``, ``quickstart-synthetic``): ``sweep/``
 (the sweep root: registry, run directories, export) and ``fit/`` (fit.json, figures,
-report.md). Running it again resumes an interrupted sweep (failed runs are tried again) and
-refits.
+report.md, report.html). Running it again resumes an interrupted sweep (failed runs are
+tried again) and refits.
 """
 
 from __future__ import annotations
@@ -17,20 +17,13 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from srt_jax.commands.argtypes import non_negative_int, positive_int
-from srt_jax.commands.fit import fit_summary, summary_table
 from srt_jax.commands.output import finish, note
-from srt_jax.config import DataConfig, from_dict
-from srt_jax.data.sources import open_dataset
-from srt_jax.errors import RunFailedError
-from srt_jax.scaling.analysis import FitOptions, analyse
-from srt_jax.scaling.loaders import load_points
-from srt_jax.scaling.report import write_results
-from srt_jax.sweep.export import export_sweep
-from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
-from srt_jax.sweep.registry import Registry
-from srt_jax.sweep.spec import SweepSpec, load_spec
+
+if TYPE_CHECKING:
+    from srt_jax.sweep.spec import SweepSpec
 
 QUICKSTART_SPEC = Path(__file__).resolve().parents[2] / "sweeps" / "quickstart.yaml"
 DATASETS = ("movielens-100k", "synthetic")
@@ -44,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quickstart = subparsers.add_parser(
         "quickstart",
         help="the main job: data, a small IsoFLOP sweep, a scaling-law fit, figures",
-        description="Get the data, run the IsoFLOP sweep of sweeps/quickstart.yaml (3 budgets "
+        description="Get the data, run the IsoFLOP sweep of sweeps/quickstart.yaml (4 budgets "
         "x 4 shapes), fit L(N, D) with bootstrap intervals, write figures and a report. At "
         f"most {PROMISED_MINUTES} minutes on a 2-core CPU; run it again to resume.",
     )
@@ -93,6 +86,18 @@ def with_dataset(spec: SweepSpec, dataset: str) -> SweepSpec:
 
 def run_quickstart(args: argparse.Namespace) -> int:
     """Data, sweep, export, fit; prints where the results are."""
+    from srt_jax.commands.fit import fit_summary, summary_table
+    from srt_jax.config import DataConfig, from_dict
+    from srt_jax.data.sources import open_dataset
+    from srt_jax.errors import RunFailedError
+    from srt_jax.scaling.analysis import FitOptions, analyse
+    from srt_jax.scaling.loaders import load_points
+    from srt_jax.scaling.report import write_results
+    from srt_jax.sweep.export import export_sweep
+    from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
+    from srt_jax.sweep.registry import Registry
+    from srt_jax.sweep.spec import load_spec
+
     started = time.monotonic()
     out = Path(args.out)
     note(
@@ -148,6 +153,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
         "export": str(runs_path.parent),
         "figures": [str(p) for p in figures],
         "report": str(fit_dir / "report.md"),
+        "report_html": str(fit_dir / "report.html"),
         "seconds": seconds,
         **fit_summary(fit_dir, written),
     }
@@ -156,6 +162,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
             summary_table(report),
             f"figures: {', '.join(str(p) for p in figures)}",
             f"report:  {fit_dir / 'report.md'}",
+            f"page:    {fit_dir / 'report.html'} (the report with its figures, for a browser)",
             f"done in {seconds:.0f} s",
         ]
     )
