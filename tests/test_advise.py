@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import yaml
 from test_scaling_cli import LAW, isoflop_csv, run_fit
-from test_scaling_validation import flat_csv
 
 from srt_jax.cli import main
 from srt_jax.scaling.advice import data_advice, metric_expectation, nearest_shape
@@ -68,12 +67,15 @@ def test_a_budget_out_of_range_is_refused(supported_fit, tmp_path, capsys, compu
     assert not (tmp_path / "a").exists()
 
 
-def test_an_unsupported_fit_is_refused_with_its_reasons(tmp_path, capsys):
+def test_an_unsupported_fit_is_refused_with_its_reasons(supported_fit, tmp_path, capsys):
+    """The grade itself is tested on a flat fit in test_scaling_validation.py; here a
+    supported fit.json marked as a flat fit's grade marks it."""
     out = tmp_path / "fit"
-    assert not run_fit(
-        [str(flat_csv(tmp_path / "flat.csv")), "--out", str(out), "--bootstrap", "20"]
-    )
-    capsys.readouterr()
+    out.mkdir()
+    record = json.loads((supported_fit / "fit.json").read_text())
+    reason = "exponents not identified by the data: alpha's 95% interval is 900% of its estimate"
+    record["supported"], record["grade"]["reasons"] = False, [reason]
+    (out / "fit.json").write_text(json.dumps(record))
     status, _, err = advise(capsys, out, "--compute", 1e22)
     assert status == 2
     assert "not supported by its data, so no advice" in err and "not identified" in err

@@ -2,6 +2,8 @@
 final summary) and nothing else; with ``--quiet`` nothing but errors reaches stderr."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -77,3 +79,12 @@ def test_quiet_without_json_prints_only_the_final_summary(capsys, tmp_path):
     captured = capsys.readouterr()
     assert captured.err == ""
     assert captured.out.count("\n") == 1 and captured.out.startswith(f"wrote {tmp_path / 's'}")
+
+
+def test_the_cli_starts_without_jax():
+    """Command modules import JAX and Flax inside the handlers that train or plan, so that
+    `srt-jax --help`, `data`, `fit` and `advise` start in about a second."""
+    code = "import sys, srt_jax.cli; print(sorted({'jax', 'flax', 'optax'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

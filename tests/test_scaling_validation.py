@@ -39,13 +39,13 @@ def flat_csv(path):
 
 def test_a_flat_fit_is_not_supported_and_says_why_first(tmp_path, capsys):
     out = tmp_path / "fit"
-    argv = [str(flat_csv(tmp_path / "flat.csv")), "--out", str(out), "--bootstrap", "50"]
+    argv = [str(flat_csv(tmp_path / "flat.csv")), "--out", str(out), "--bootstrap", "20"]
     assert run_fit(argv) == 0
     record = json.loads((out / "fit.json").read_text())
     assert record["supported"] is False
     assert not record["grade"]["checks"]["identifiable"]["ok"]
     assert any("not identified" in reason for reason in record["grade"]["reasons"])
-    assert len(record["bootstrap"]["law_samples"]["alpha"]) == 50
+    assert len(record["bootstrap"]["law_samples"]["alpha"]) == 20
     report = (out / "report.md").read_text().splitlines()
     assert report[2].startswith("**Fit NOT supported by the data**")
     assert capsys.readouterr().out.startswith("fit NOT supported by the data: ")

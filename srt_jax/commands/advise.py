@@ -9,15 +9,11 @@ from pathlib import Path
 
 from srt_jax.commands.argtypes import positive_float
 from srt_jax.commands.output import finish
-from srt_jax.config import load_config
-from srt_jax.data.sources import open_dataset
 from srt_jax.data.store import SequenceStore
 from srt_jax.errors import ConfigError
-from srt_jax.models.factory import shape_label
 from srt_jax.scaling.advice import advice_markdown, advise, check_advisable, read_fit
 from srt_jax.scaling.report import write_staged
 from srt_jax.sweep.ladders import LADDERS
-from srt_jax.sweep.plan import param_counts
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -81,6 +77,11 @@ def epoch_tokens(store: SequenceStore) -> float:
 def ladder_shapes(config_path: str, ladder: str, params_kind: str) -> tuple[dict, SequenceStore]:
     """Shape label -> parameter count (of ``params_kind``) of each shape of ``ladder`` applied
     to the config's model, on the config's data; and that data's store."""
+    from srt_jax.config import load_config  # with the model code: only for --ladder
+    from srt_jax.data.sources import open_dataset
+    from srt_jax.models.factory import shape_label
+    from srt_jax.sweep.plan import param_counts
+
     base = load_config(config_path, [])
     store = open_dataset(base.data, progress=False)
     shapes = {}

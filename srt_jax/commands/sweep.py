@@ -18,13 +18,13 @@ from srt_jax.commands.argtypes import int_list, positive_float, positive_int
 from srt_jax.commands.output import finish, note
 from srt_jax.config import ModelConfig, from_dict
 from srt_jax.errors import DataError
-from srt_jax.models.factory import shape_label
 from srt_jax.sweep.export import export_sweep
-from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
-from srt_jax.sweep.plan import format_plan, make_plan, skipped_lines
 from srt_jax.sweep.registry import REGISTRY_FILE, Registry
-from srt_jax.sweep.spec import SWEEPS_OUT, default_root, load_spec
+from srt_jax.sweep.spec_file import SWEEPS_OUT
 from srt_jax.sweep.worker import DEFAULT_RUN_FN, resolve_run_fn, worker_loop
+
+# The planning, launching and model modules (JAX, Flax) are imported by the handlers that
+# need them, so that `srt-jax --help` and the light commands start without them.
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 60.0
 DEFAULT_MAX_ATTEMPTS = 3
@@ -136,6 +136,10 @@ def _root_option(parser: argparse.ArgumentParser, *, spec: bool = True) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    from srt_jax.models.factory import shape_label
+    from srt_jax.sweep.plan import format_plan, make_plan
+    from srt_jax.sweep.spec import default_root, load_spec
+
     spec = load_spec(args.spec)
     root = Path(args.root) if args.root else default_root(spec)
     plan = make_plan(
@@ -173,6 +177,9 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
+    from srt_jax.sweep.spec import default_root, load_spec
+
     spec = load_spec(args.spec)
     root = Path(args.root) if args.root else default_root(spec)
     resolve_run_fn(args.run_fn)
@@ -214,6 +221,8 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from srt_jax.sweep.launch import counts_text
+
     if args.root is None:
         roots = _sweep_roots()
         if not roots:
@@ -247,6 +256,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 def format_status(registry: Registry) -> str:
     """Counts per status, then one line per run (shape, D, C, attempts, loss or error)."""
+    from srt_jax.models.factory import shape_label
+    from srt_jax.sweep.launch import counts_text
+    from srt_jax.sweep.plan import skipped_lines
+
     runs = registry.runs()
     lines = [f"sweep {registry.name()} in {registry.root}: {counts_text(registry.counts())}"]
     header = ("run_id", "status", "attempts", "shape", "D", "C", "loss", "wall", "note")

@@ -8,8 +8,6 @@ from typing import Any
 
 from srt_jax.commands.output import finish
 from srt_jax.config import config_hash, load_config
-from srt_jax.train.evaluate import FILTERED
-from srt_jax.train.metrics import METRIC_NAMES
 
 DEFAULT_RUNS_DIR = "runs"
 
@@ -90,6 +88,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def metrics_table(metrics: dict[str, Any], cutoffs: list[int]) -> str:
     """Rows metric@k, columns unfiltered and seen-filtered."""
+    from srt_jax.train.evaluate import FILTERED
+    from srt_jax.train.metrics import METRIC_NAMES
+
     lines = [f"{'metric':<10} {'unfiltered':>10} {'filtered':>10}"]
     for name in METRIC_NAMES:
         for k in cutoffs:
