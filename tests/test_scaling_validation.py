@@ -1,5 +1,6 @@
 """The extrapolation check and the grade of every fit (srt_jax/scaling/validation.py)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,6 +10,8 @@ from test_scaling_loaders import write_csv
 
 from srt_jax.scaling.analysis import FitOptions, analyse
 from srt_jax.scaling.loaders import load_points
+from srt_jax.scaling.report import extrapolation_line
+from srt_jax.scaling.validation import extrapolation_check
 
 
 def test_a_known_law_extrapolates_a_decade_and_is_supported(tmp_path):
@@ -61,3 +64,20 @@ def test_too_few_small_budget_runs_fail_the_extrapolation_check(tmp_path):
     assert not checks["extrapolates"]["ok"] and not checks["identifiable"]["ok"]
     assert "--bootstrap 0" in checks["identifiable"]["detail"]
     assert not report.grade["supported"]
+
+
+def test_the_check_predicts_each_metric_from_its_refitted_frontier_law(tmp_path):
+    points = load_points(isoflop_csv(tmp_path / "points.csv"))  # budgets 1e19 ... 1e22
+    trend = 0.02 + 0.01 * np.log(points.compute / 1e19)  # best NDCG grows with ln C
+    size_penalty = 0.002 * np.abs(np.log(points.n_total / np.median(points.n_total)))
+    metrics = {"ndcg@10": trend - size_penalty, "step": np.arange(len(points), dtype=float)}
+    points = dataclasses.replace(points, metrics=metrics)
+    check = extrapolation_check(points, "total", factor=100, delta=1e-3, resamples=0, seed=0)
+    assert set(check["metrics"]) == {"ndcg@10"}  # ranking metrics only
+    ndcg = check["metrics"]["ndcg@10"]  # refitted on budgets 1e19, 1e20: log-linear
+    observed = float((trend - size_penalty)[points.compute >= 1e22 / 1.5].max())
+    assert ndcg["observed"] == pytest.approx(observed)
+    assert ndcg["form"] == "m(C) = a + b ln C"
+    assert abs(ndcg["relative_error"]) < 0.05  # the trend, less the smallest size penalty
+    text = extrapolation_line(check)
+    assert "ndcg@10" in text and "predicted by the refitted frontier laws" in text

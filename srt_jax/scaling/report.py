@@ -235,7 +235,7 @@ def report_markdown(report: FitReport, record: dict, figures: list[Figure]) -> s
         "",
         _holdout_line(report.holdout),
         "",
-        _extrapolation_line(report.extrapolation),
+        extrapolation_line(report.extrapolation),
         "",
         "## Data-constrained law (repeated epochs)",
         "",
@@ -262,17 +262,30 @@ def _grade_lines(grade: dict) -> list[str]:
     ]
 
 
-def _extrapolation_line(check: dict) -> str:
+def extrapolation_line(check: dict) -> str:
+    """The extrapolation check in one paragraph: loss errors, then each metric's prediction."""
     if "skipped" in check:
         return f"Extrapolation check skipped: {check['skipped']}."
     inside = [r["inside"] for r in check["per_run"] if "inside" in r]
     within = f"; {sum(inside)} of {len(inside)} inside their 95% interval" if inside else ""
+    metrics = "; ".join(
+        f"{name} {m['predicted']:.4g} against {m['observed']:.4g} observed "
+        f"({m['relative_error']:+.1%}, {m['form']})"
+        for name, m in check.get("metrics", {}).items()
+        if name.endswith("@10")  # fit.json has every cutoff and the filtered variants
+    )
     return (
         f"Extrapolation check: refitted on the {check['fit_on_runs']} runs at budgets <= "
         f"C_max / {check['factor']:g} ({fmt_value(check['fit_compute_max'])} FLOPs), the "
         f"{check['predicted_runs']} runs at the largest budget are predicted with mean "
         f"|relative error| {check['mean_abs_relative_error']:.2%}, max "
         f"{check['max_abs_relative_error']:.2%}{within}."
+        + (
+            f" Best metric at the largest budget, predicted by the refitted frontier laws: "
+            f"{metrics}."
+            if metrics
+            else ""
+        )
     )
 
 
@@ -280,7 +293,7 @@ def _data_constrained_line(result: dict | None, not_applicable: dict[str, str]) 
     if result is None:
         return f"Not fitted: {not_applicable.get('data_constrained', 'not applicable')}."
     law = result["law"]
-    r_star = f"R* = {law['R_star']:.3g} repetitions" + (
+    r_star = f"R\\* = {law['R_star']:.3g} repetitions" + (
         "" if law["R_star_identified"] else " (at the end of its range: not identified)"
     )
     check = result["extrapolation"]
@@ -292,7 +305,7 @@ def _data_constrained_line(result: dict | None, not_applicable: dict[str, str]) 
     )
     return (
         f"{result['runs_repeating']} runs repeat their data (up to "
-        f"{result['max_epochs']:.1f} epochs). {result['form']}: {r_star}, alpha = "
+        f"{result['max_epochs']:.1f} epochs). `{result['form']}`: {r_star}, alpha = "
         f"{law['alpha']:.3g}, beta = {law['beta']:.3g}, E = {law['E']:.4g}; objective "
         f"{law['objective']:.4g} against the plain law's {result['plain_objective']:.4g} "
         f"(one more parameter). Its extrapolation check (same budgets as above): {versus}."

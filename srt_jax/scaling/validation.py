@@ -16,6 +16,11 @@ Grade: a fit is *supported* when
 
 A check that cannot run (no bootstrap, too few small-budget runs) fails with its reason; the
 reasons of every failed check are listed first in the report and in ``fit.json``.
+
+The check also predicts each ranking metric (``metrics``): the metric law of the compute
+frontier (:func:`srt_jax.scaling.frontier.fit_metric_law`, saturating where identified,
+else log-linear), refitted on the same small-budget runs, against the best value observed
+at the largest budget. It is reported, not graded: the grade is about the loss law.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 
 from srt_jax.scaling.approach3 import Approach3Fit, fit_approach3
 from srt_jax.scaling.bootstrap import BootstrapResult, bootstrap_runs
+from srt_jax.scaling.frontier import fit_metric_law, law_values, pareto_frontier
 from srt_jax.scaling.points import ParamsKind, ScalingPoints
 from srt_jax.scaling.predict import MIN_FIT_RUNS
 
@@ -96,7 +102,60 @@ def extrapolation_check(
         "max_abs_relative_error": float(np.max(np.abs(relative))),
         "resamples": resamples,
         "per_run": per_run,
+        "metrics": metric_predictions(points, train, held),
     }
+
+
+def budget_groups(compute: np.ndarray) -> list[np.ndarray]:
+    """Indices of ``compute`` [runs] grouped by budget: sorted, a new group wherever the
+    compute grows by more than :data:`BUDGET_TOLERANCE` over the group's first run."""
+    order = np.argsort(compute, kind="stable")
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and compute[i] <= compute[groups[-1][0]] * BUDGET_TOLERANCE:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+    return [np.array(group) for group in groups]
+
+
+def metric_predictions(points: ScalingPoints, train: np.ndarray, held: np.ndarray) -> dict:
+    """Each ranking metric's best value at the largest budget (runs ``held``) predicted by
+    its law through the best value of each budget among the runs ``train`` (at the budget's
+    geometric-mean compute): observed, predicted, relative error, form (JSON-ready; a metric
+    with fewer than 2 budgets on its frontier is left out)."""
+    out = {}
+    largest = float(points.compute[held].max())
+    budgets = [train[group] for group in budget_groups(points.compute[train])]
+    for name, values in sorted(points.metrics.items()):
+        if "@" not in name:  # a ranking metric (ndcg@10, ...), not a column such as "step"
+            continue
+        compute, best = [], []
+        for runs in budgets:
+            finite = runs[np.isfinite(values[runs])]
+            if finite.size:
+                compute.append(float(np.exp(np.log(points.compute[finite]).mean())))
+                best.append(float(values[finite].max()))
+        compute, best = np.array(compute), np.array(best)
+        frontier = pareto_frontier(compute, best, lower_is_better=False)
+        observed = np.nanmax(values[held]) if np.isfinite(values[held]).any() else np.nan
+        if frontier.size < 2 or not np.isfinite(observed):
+            continue
+        law = fit_metric_law(compute[frontier], best[frontier])
+        saturating = law["saturating"]
+        if saturating.get("identified"):
+            predicted = float(law_values(saturating["law"], np.array([largest]))[0])
+            form = "M_inf - A (C/C0)^-alpha"
+        else:
+            predicted = float(law["a"] + law["b"] * np.log(largest))
+            form = law["form"]
+        out[name] = {
+            "observed": float(observed),
+            "predicted": predicted,
+            "relative_error": predicted / float(observed) - 1.0,
+            "form": form,
+        }
+    return out
 
 
 def _prediction_intervals(
