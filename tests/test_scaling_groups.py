@@ -85,10 +85,13 @@ def test_group_by_fits_each_backbone_and_writes_the_comparison(tmp_path, capsys)
 
     markdown = (out / "compare.md").read_text()
     assert (
-        "| model.backbone | runs | E | A | alpha | B | beta | a | b | k | L* at target |"
+        "| model.backbone | runs | grade | E | A | alpha | B | beta | a | b | k | L* at target |"
         in markdown
     )
-    assert "| [transformer](transformer/report.md) | 20 | " in markdown
+    grade = "supported" if rows["transformer"]["supported"] else "NOT supported"
+    assert (
+        f"| [transformer](transformer/report.md) | 20 | {grade} (extrapolation error " in markdown
+    )
     assert "- rwkv: not fitted: 3 run(s), too few to fit" in markdown
     assert "](compare_loss_vs_compute.png)" in markdown
     printed = capsys.readouterr().out

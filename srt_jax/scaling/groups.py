@@ -155,6 +155,9 @@ def compare_record(groups: list[Group], key: str, figures: list[Figure] = ()) ->
                 **{name: estimates[name] for name in COMPARED},
                 "k": report.k,
                 "converged": report.fit.converged,
+                "supported": report.grade["supported"],
+                "reasons": report.grade["reasons"],
+                "extrapolation_error": report.extrapolation.get("mean_abs_relative_error"),
                 "intervals": {n: intervals[n]["interval"] for n in COMPARED if n in intervals},
             }
         )
@@ -174,7 +177,7 @@ def compare_record(groups: list[Group], key: str, figures: list[Figure] = ()) ->
 def compare_markdown(record: dict, figures: list[Figure]) -> str:
     """compare.md: one table row per group, the groups not fitted, and the figure."""
     key = record["group_by"]
-    header = ["runs", *COMPARED[:-1], "k", "L* at target"]
+    header = ["runs", "grade", *COMPARED[:-1], "k", "L* at target"]
     lines = [
         f"# Scaling-law fits by `{key}`",
         "",
@@ -192,7 +195,7 @@ def compare_markdown(record: dict, figures: list[Figure]) -> str:
         if not row["fitted"]:
             not_fitted.append(f"- {row['value']}: not fitted: {row['reason']}")
             continue
-        cells = [str(row["runs"])]
+        cells = [str(row["runs"]), _grade_cell(row)]
         for name in (*COMPARED[:-1], "k", "loss_at_target"):
             interval = row["intervals"].get(name)
             cells.append(fmt_value(row[name]) + (f" {fmt_interval(interval)}" if interval else ""))
@@ -205,6 +208,13 @@ def compare_markdown(record: dict, figures: list[Figure]) -> str:
         caption = figure.caption.replace("*", r"\*")
         lines += [f"![{figure.name}]({figure.files[0].name})", "", f"*{caption}*", ""]
     return "\n".join(lines)
+
+
+def _grade_cell(row: dict) -> str:
+    """``supported``, or ``NOT supported`` with the extrapolation error where it ran."""
+    error = row.get("extrapolation_error")
+    detail = "" if error is None else f" (extrapolation error {error:.1%})"
+    return ("supported" if row["supported"] else "NOT supported") + detail
 
 
 def write_groups(groups: list[Group], key: str, out_dir: Path) -> list[Path]:
