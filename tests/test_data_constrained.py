@@ -1,6 +1,7 @@
 """The data-constrained law: effective tokens on hand-computed cases, recovery of a known
 law with repeated data, and its place in ``analyse`` and fit.json."""
 
+import dataclasses
 import json
 import math
 
@@ -132,3 +133,15 @@ def test_loaders_read_the_unique_tokens_column_and_summary_key(tmp_path):
     points = load_points(tmp_path / "runs")
     assert points.unique_tokens[0] == 4e7 and np.isnan(points.unique_tokens[1])
     assert "1 run(s) do not record" in repeats_data(points)
+
+
+def test_one_repetition_count_cannot_identify_r_star_and_advise_does_not_use_it():
+    points = known_law_points()  # as the SRT sweep: every run reads its data 50 times
+    same = dataclasses.replace(points, unique_tokens=points.tokens / 50)
+    record = fit_record(analyse(same, FitOptions(bootstrap=0, show_progress=False)))
+    law = record["data_constrained"]["law"]
+    assert law["R_star_identified"] is False and "only rescales B" in law["R_star_reason"]
+    advice = advise(record, 1e22, unique_tokens=UNIQUE)
+    assert advice["data_constrained"]["used"] is False
+    assert "not identified" in advice["data_constrained"]["reason"]
+    assert "Data-constrained law not used" in advice_markdown(advice, "fit.json")

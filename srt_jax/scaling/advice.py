@@ -182,12 +182,17 @@ def constrained_advice(
     unique_tokens: float,
 ) -> dict[str, Any]:
     """What the fit's data-constrained law says about a budget whose D* repeats the data:
-    the loss at the plain allocation with repeats discounted, and its own optimum."""
-    law = DataConstrainedFit.from_record(constrained["law"])
+    the loss at the plain allocation with repeats discounted, and its own optimum; or, when
+    the fit did not identify R*, that it is not used and why."""
+    record = constrained["law"]
+    if not record["R_star_identified"]:
+        why = record.get("R_star_reason", "R* ended at the end of its range")
+        return {"used": False, "reason": f"R* is not identified by the runs: {why}"}
+    law = DataConstrainedFit.from_record(record)
     at_plain = float(law.loss(plain["N_opt"], plain["D_opt"], unique_tokens))
     return {
+        "used": True,
         "R_star": law.r_star,
-        "R_star_identified": law.identified,
         "loss_at_plain_allocation": at_plain,
         "optimal": law.optimal(compute, k, unique_tokens),
         "extrapolation": constrained["extrapolation"],
@@ -259,10 +264,11 @@ def advice_markdown(advice: Mapping[str, Any], source: str) -> str:
 
 
 def _constrained_line(constrained: Mapping[str, Any]) -> str:
+    if not constrained["used"]:
+        return f"- Data-constrained law not used: {constrained['reason']}."
     optimal = constrained["optimal"]
-    identified = "" if constrained["R_star_identified"] else ", at the end of its range"
     return (
-        f"- Data-constrained law (R* = {constrained['R_star']:.3g} repetitions{identified}): "
+        f"- Data-constrained law (R* = {constrained['R_star']:.3g} repetitions): "
         f"at N*, D* above it predicts {constrained['loss_at_plain_allocation']:.4g} nats; with "
         f"only these unique tokens the optimum is N = {optimal['N_opt']:.3g}, D = "
         f"{optimal['D_opt']:.3g} ({optimal['epochs']:.2f} epochs, worth "

@@ -38,6 +38,8 @@ R_STAR_BOUNDS = (0.1, 1000.0)
 R_STAR_GRID = np.geomspace(*R_STAR_BOUNDS, 13)
 AT_BOUND = 1.05
 """R* within this factor of either bound is reported as not identified."""
+EPOCHS_SPREAD = 1.5
+"""R* is identified only if the runs' epochs span at least this factor."""
 
 
 def effective_tokens(
@@ -141,7 +143,8 @@ def analyse_data_constrained(
 ) -> dict:
     """The data-constrained fit of ``points`` and its extrapolation check (JSON-ready).
 
-    Keys: ``law`` (E, A, B, alpha, beta, R_star, R_star_identified, objective, converged),
+    Keys: ``law`` (E, A, B, alpha, beta, R_star, R_star_identified with R_star_reason when
+    the runs' epochs span less than :data:`EPOCHS_SPREAD`, objective, converged),
     ``plain_objective``, ``max_epochs``, ``runs_repeating``, ``extrapolation`` (refit on
     the runs at budgets <= C_max / ``factor``; mean / max absolute relative error of the
     largest budget's runs, or ``skipped`` with the reason).
@@ -149,10 +152,17 @@ def analyse_data_constrained(
     unique = points.unique_tokens
     dc = fit_data_constrained(n, points.tokens, unique, points.loss, delta=delta)
     epochs = points.tokens / unique
+    law = dc.as_dict()
+    if epochs.max() < EPOCHS_SPREAD * epochs.min():
+        law["R_star_identified"] = False
+        law["R_star_reason"] = (
+            f"every run reads its data {epochs.min():.3g} to {epochs.max():.3g} times: with "
+            "one repetition count R* only rescales B"
+        )
     return {
         "form": "L = E + A / N^alpha + B / D'^beta, D' = min(D, U) + U R* (1 - exp(-R / R*)), "
         "R = D / U - 1",
-        "law": dc.as_dict(),
+        "law": law,
         "plain_objective": plain_objective,
         "max_epochs": float(epochs.max()),
         "runs_repeating": int((epochs > 1.001).sum()),

@@ -29,6 +29,7 @@ loss and ranking metrics from the ``test/`` figures at the best-validation check
 from __future__ import annotations
 
 import bz2
+import math
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -50,8 +51,9 @@ class MlflowNames:
     ``experiment`` selects an experiment by name or id (None: all); ``where`` keeps only
     runs whose parameters have the given (name, value) pairs (e.g. the SRT sweep mixes
     100 and 300 sampled negatives, whose losses are not comparable). ``data_unit``:
-    ``data_size`` counts one epoch's tokens (``epoch``) or the whole run's (``run``), as
-    ``compute_unit`` does for FLOPs; ``at_sign``: metric names' ``_at_`` read as ``@``
+    ``data_size`` counts one epoch's tokens (``epoch``: also the run's unique tokens U, for
+    the data-constrained law) or the whole run's (``run``), as ``compute_unit`` does for
+    FLOPs; ``at_sign``: metric names' ``_at_`` read as ``@``
     (``ndcg_at_10`` -> ``ndcg@10``). See the module doc.
     """
 
@@ -143,7 +145,9 @@ def load_mlflow(path: Path, names: MlflowNames) -> ScalingPoints:
     finally:
         connection.close()
 
-    columns: dict[str, list] = {k: [] for k in ("run", "n", "n_ne", "d", "c", "loss", "curve")}
+    columns: dict[str, list] = {
+        k: [] for k in ("run", "n", "n_ne", "d", "c", "loss", "unique", "curve")
+    }
     metric_values: dict[str, list[float]] = {}
     for run in runs:
         history = histories.get(run, {})
@@ -163,6 +167,9 @@ def load_mlflow(path: Path, names: MlflowNames) -> ScalingPoints:
         columns["d"].append(curve.tokens[-1])
         columns["c"].append(curve.flops[-1])
         columns["loss"].append(curve.loss[-1])
+        columns["unique"].append(  # one epoch's tokens: the run's unique data
+            _param(path, run, p, names.data_size) if names.data_unit == "epoch" else math.nan
+        )
         columns["curve"].append(curve)
         for name, values in curve.metrics.items():
             metric_values.setdefault(name, []).append(values[-1])
@@ -188,6 +195,7 @@ def load_mlflow(path: Path, names: MlflowNames) -> ScalingPoints:
         columns["c"],
         columns["loss"],
         metrics=complete,
+        unique_tokens=columns["unique"],
         curves=columns["curve"],
         source=str(path),
         notes=notes,

@@ -272,7 +272,7 @@ def extrapolation_line(check: dict) -> str:
         f"{name} {m['predicted']:.4g} against {m['observed']:.4g} observed "
         f"({m['relative_error']:+.1%}, {m['form']})"
         for name, m in check.get("metrics", {}).items()
-        if name.endswith("@10")  # fit.json has every cutoff and the filtered variants
+        if name.endswith(("@10", "_at_5"))  # fit.json has every cutoff, filtered variants
     )
     return (
         f"Extrapolation check: refitted on the {check['fit_on_runs']} runs at budgets <= "
@@ -293,8 +293,9 @@ def _data_constrained_line(result: dict | None, not_applicable: dict[str, str]) 
     if result is None:
         return f"Not fitted: {not_applicable.get('data_constrained', 'not applicable')}."
     law = result["law"]
+    why = law.get("R_star_reason", "at the end of its range")
     r_star = f"R\\* = {law['R_star']:.3g} repetitions" + (
-        "" if law["R_star_identified"] else " (at the end of its range: not identified)"
+        "" if law["R_star_identified"] else f" (not identified: {why})"
     )
     check = result["extrapolation"]
     versus = (

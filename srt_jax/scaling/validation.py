@@ -128,7 +128,7 @@ def metric_predictions(points: ScalingPoints, train: np.ndarray, held: np.ndarra
     largest = float(points.compute[held].max())
     budgets = [train[group] for group in budget_groups(points.compute[train])]
     for name, values in sorted(points.metrics.items()):
-        if "@" not in name:  # a ranking metric (ndcg@10, ...), not a column such as "step"
+        if "@" not in name and "_at_" not in name:  # ndcg@10, ndcg_at_5; not "step"
             continue
         compute, best = [], []
         for runs in budgets:
