@@ -169,3 +169,20 @@ def test_transfer_quick(tmp_path):
     assert domain["fit"]["loss_law"]["reason"].startswith("2 budgets")
     assert (out / "transfer.png").stat().st_size > 0
     assert "pre-training FLOPs" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_srt_sweep_quick(tmp_path):
+    out = tmp_path / "srt"
+    results = run_quick("srt_sweep.py", out)
+    (group,) = results["groups"]
+    assert (group["negatives"], group["runs"]) == ("100", 60)
+    assert group["max_epochs"] == pytest.approx(50)  # every SRT run reads its data 50 times
+    (fit,) = group["fits"]
+    assert fit["supported"] is True or (fit["supported"] is False and fit["reasons"])
+    check = fit["extrapolation"]
+    assert check["fit_on_runs"] >= 5 and check["predicted_runs"] >= 1
+    assert "ndcg_at_5" in check["metrics"]
+    for name in ("fit_100/fit.json", "fit_100/report.html", "srt_sweep.png", "table.md"):
+        assert (out / name).stat().st_size > 0
+    assert "| 100 | 60 | 0 |" in (out / "table.md").read_text()
