@@ -30,8 +30,7 @@ from scipy.optimize import minimize_scalar
 from srt_jax.scaling.approach3 import fit_approach3
 from srt_jax.scaling.laws import ChinchillaLaw
 from srt_jax.scaling.points import ScalingPoints
-from srt_jax.scaling.predict import MIN_FIT_RUNS
-from srt_jax.scaling.validation import BUDGET_TOLERANCE
+from srt_jax.scaling.validation import extrapolation_split
 
 R_STAR_BOUNDS = (0.1, 1000.0)
 """The range searched for R*, in repetitions."""
@@ -171,11 +170,10 @@ def analyse_data_constrained(
 
 
 def _extrapolation(points: ScalingPoints, n: np.ndarray, delta: float, factor: float) -> dict:
-    compute = points.compute
-    fitted = np.flatnonzero(compute <= compute.max() / factor)
-    held = np.flatnonzero(compute >= compute.max() / BUDGET_TOLERANCE)
-    if fitted.size < MIN_FIT_RUNS:
-        return {"skipped": f"only {fitted.size} runs at budgets <= C_max / {factor:g}"}
+    split = extrapolation_split(points.compute, factor)
+    if isinstance(split, str):
+        return {"skipped": split}
+    fitted, held = split
     unique = points.unique_tokens
     refit = fit_data_constrained(
         n[fitted], points.tokens[fitted], unique[fitted], points.loss[fitted], delta=delta

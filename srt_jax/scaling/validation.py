@@ -63,15 +63,10 @@ def extrapolation_check(
       with intervals and the mean / max absolute relative error.
     """
     compute, n = points.compute, points.params(params)
-    largest = compute >= compute.max() / BUDGET_TOLERANCE
-    fitted = compute <= compute.max() / factor
-    if fitted.sum() < MIN_FIT_RUNS:
-        return {
-            "skipped": f"only {int(fitted.sum())} runs at budgets <= C_max / {factor:g} = "
-            f"{compute.max() / factor:.3g} FLOPs (need {MIN_FIT_RUNS})",
-            "factor": factor,
-        }
-    train, held = np.flatnonzero(fitted), np.flatnonzero(largest)
+    split = extrapolation_split(compute, factor)
+    if isinstance(split, str):
+        return {"skipped": split, "factor": factor}
+    train, held = split
     fit = fit_approach3(n[train], points.tokens[train], points.loss[train], delta=delta)
     predicted = fit.law.loss(n[held], points.tokens[held])
     relative = predicted / points.loss[held] - 1.0
@@ -156,6 +151,18 @@ def metric_predictions(points: ScalingPoints, train: np.ndarray, held: np.ndarra
             "form": form,
         }
     return out
+
+
+def extrapolation_split(compute: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray] | str:
+    """The runs [runs] a check refits on (budgets <= C_max / ``factor``) and those it
+    predicts (the largest budget), as index arrays; or why there are too few to refit."""
+    fitted = np.flatnonzero(compute <= compute.max() / factor)
+    if fitted.size < MIN_FIT_RUNS:
+        return (
+            f"only {fitted.size} runs at budgets <= C_max / {factor:g} = "
+            f"{compute.max() / factor:.3g} FLOPs (need {MIN_FIT_RUNS})"
+        )
+    return fitted, np.flatnonzero(compute >= compute.max() / BUDGET_TOLERANCE)
 
 
 def _prediction_intervals(
