@@ -81,3 +81,21 @@ def test_the_check_predicts_each_metric_from_its_refitted_frontier_law(tmp_path)
     assert abs(ndcg["relative_error"]) < 0.05  # the trend, less the smallest size penalty
     text = extrapolation_line(check)
     assert "ndcg@10" in text and "predicted by the refitted frontier laws" in text
+
+
+def test_a_term_fitted_to_nothing_leaves_its_exponent_not_identified(tmp_path):
+    """Losses that depend on D only (as the SRT sweep's): the N term fits to about 0, so
+    alpha could be anything, and the grade says so even where its interval looks narrow."""
+    rows, rng = [], np.random.default_rng(0)
+    for budget in (1e19, 1e20, 1e21, 1e22):
+        for n in np.geomspace(1e8, 1e10, 6):
+            d = budget / (6 * n)
+            rows.append(
+                [n, budget, (1.8 + 1800.0 / d**0.36) * np.exp(0.001 * rng.standard_normal())]
+            )
+    points = load_points(write_csv(tmp_path / "d_only.csv", ["N", "C", "loss"], rows))
+    report = analyse(points, FitOptions(bootstrap=20, show_progress=False))
+    check = report.grade["checks"]["identifiable"]
+    assert check["term_shares"]["alpha"] < 1e-3 <= check["term_shares"]["beta"]
+    assert not check["ok"] and "the N term is at most" in check["detail"]
+    assert "alpha is not identified" in " ".join(report.grade["reasons"])

@@ -170,7 +170,14 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
         else {"skipped": "holdout fraction is 0"},
         alternatives=_alternatives(points, n, options, not_applicable),
         extrapolation=extrapolation,
-        grade=grade(fit, bootstrap, extrapolation, options.max_extrapolation_error),
+        grade=grade(
+            fit,
+            bootstrap,
+            extrapolation,
+            options.max_extrapolation_error,
+            n=n,
+            tokens=points.tokens,
+        ),
         data_constrained=data_constrained,
         not_applicable=not_applicable,
     )

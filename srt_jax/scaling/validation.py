@@ -10,7 +10,10 @@ Grade: a fit is *supported* when
 
 - ``converged``: approach 3's optimiser converged;
 - ``identifiable``: both exponents have a bootstrap interval narrower than their estimate
-  (relative width ``(hi - lo) / estimate`` at most :data:`MAX_EXPONENT_WIDTH`);
+  (relative width ``(hi - lo) / estimate`` at most :data:`MAX_EXPONENT_WIDTH`), and both
+  terms matter: ``A / N^alpha`` and ``B / D^beta`` each reach at least
+  :data:`MIN_TERM_SHARE` of the fitted loss at some run (a term fitted to about 0 leaves
+  its exponent anywhere: the optimiser stops wherever it started);
 - ``extrapolates``: the extrapolation check ran and its mean absolute relative error is at
   most ``max_error``.
 
@@ -36,6 +39,8 @@ from srt_jax.scaling.predict import MIN_FIT_RUNS
 BUDGET_TOLERANCE = 1.5
 """Runs whose compute is at least ``C_max / BUDGET_TOLERANCE`` are at the largest budget."""
 MAX_EXPONENT_WIDTH = 1.0
+MIN_TERM_SHARE = 1e-3
+"""Share of the fitted loss below which a term of the law is taken to be absent."""
 EXTRAPOLATION_RESAMPLES = 200
 """Bootstrap resamples of the extrapolation check's refit (fewer than the headline's)."""
 
@@ -194,8 +199,12 @@ def grade(
     bootstrap: BootstrapResult | None,
     extrapolation: dict,
     max_error: float,
+    *,
+    n: np.ndarray,
+    tokens: np.ndarray,
 ) -> dict:
-    """``{"supported", "checks": {name: {"ok", "detail"}}, "reasons"}`` (module docstring)."""
+    """``{"supported", "checks": {name: {"ok", "detail"}}, "reasons"}`` (module docstring);
+    ``n`` and ``tokens`` [runs] are the fitted runs' N and D."""
     checks = {
         "converged": {
             "ok": bool(fit.converged),
@@ -203,25 +212,44 @@ def grade(
             if fit.converged
             else "approach 3's optimiser did not converge",
         },
-        "identifiable": _identifiable(fit, bootstrap),
+        "identifiable": _identifiable(fit, bootstrap, n, tokens),
         "extrapolates": _extrapolates(extrapolation, max_error),
     }
     reasons = [check["detail"] for check in checks.values() if not check["ok"]]
     return {"supported": not reasons, "checks": checks, "reasons": reasons}
 
 
-def _identifiable(fit: Approach3Fit, bootstrap: BootstrapResult | None) -> dict:
+def _identifiable(
+    fit: Approach3Fit, bootstrap: BootstrapResult | None, n: np.ndarray, tokens: np.ndarray
+) -> dict:
+    law = fit.law
+    fitted = law.loss(n, tokens)
+    shares = {
+        "alpha": float(np.max(law.A * n**-law.alpha / fitted)),
+        "beta": float(np.max(law.B * tokens**-law.beta / fitted)),
+    }
+    absent = [
+        f"the {'N' if name == 'alpha' else 'D'} term is at most {share:.2%} of the fitted "
+        f"loss, so {name} is not identified"
+        for name, share in shares.items()
+        if share < MIN_TERM_SHARE
+    ]
     if bootstrap is None:
-        return {"ok": False, "detail": "no bootstrap (--bootstrap 0): exponents not checked"}
+        return {
+            "ok": False,
+            "detail": "; ".join(["no bootstrap (--bootstrap 0): exponents not checked", *absent]),
+            "term_shares": shares,
+        }
     widths = {}
     for name in ("alpha", "beta"):
         lo, hi = bootstrap.interval(name)
         estimate = float(fit.law.as_dict()[name])
         widths[name] = (hi - lo) / estimate if estimate > 0 and np.isfinite(hi - lo) else np.inf
     shown = ", ".join(f"{k}'s 95% interval is {w:.0%} of its estimate" for k, w in widths.items())
-    ok = all(w <= MAX_EXPONENT_WIDTH for w in widths.values())
+    ok = all(w <= MAX_EXPONENT_WIDTH for w in widths.values()) and not absent
+    shown = "; ".join([shown, *absent])
     detail = shown if ok else f"exponents not identified by the data: {shown}"
-    return {"ok": ok, "detail": detail, "relative_widths": widths}
+    return {"ok": ok, "detail": detail, "relative_widths": widths, "term_shares": shares}
 
 
 def _extrapolates(extrapolation: dict, max_error: float) -> dict:
