@@ -7,10 +7,10 @@ the achieved FLOP/s — the analytic training FLOPs of ``srt_jax.models.counting
 target token (and per computed position, padding included) — as a fraction of a large
 float32 matmul's FLOP/s measured in the same process. The machine is shared, so steps and
 the matmul are timed in interleaved rounds and each keeps its fastest round. Each shape runs
-in its own process, so the peak RSS printed is that shape's.
-
-Evaluation chunk size (``--eval-users 32 64 256``): positions/s of the config's jitted
-eval-mode forward for that many users (windows of ``max_len``) per call.
+in its own process, so the peak RSS printed is that shape's. With ``--pack`` each shape is
+timed again with ``data.pack`` (the batch's windows packed into fewer rows with segment
+ids, :mod:`srt_jax.data.packing`); the share of computed positions that are padding is
+printed for both.
 
 Quality and time to quality: trains ``--config`` (default ``configs/ml100k_sasrec.yaml``; the
 time-to-quality recipe is ``configs/ml100k_sasrec_fast.yaml``) as it is (validation
@@ -20,10 +20,9 @@ validation NDCG@10 first reaches 0.050 and how much of it the evaluations took; 
 test NDCG@10 / HR@10 / MRR@10 at the best-validation checkpoint (unfiltered, RecBole's
 protocol, and seen-filtered), and their mean over the seeds beside the issue's bar.
 
-    python benchmarks/bench_train.py [--shapes small large] [--rounds 5] [--steps 10]
+    python benchmarks/bench_train.py [--shapes small large] [--pack] [--rounds 5] [--steps 10]
                                      [--quality-seeds 0 1 2] [--eval-every TOKENS]
                                      [--config configs/ml100k_sasrec_fast.yaml]
-                                     [--eval-users 32 64 256]
 """
 
 from __future__ import annotations
@@ -38,10 +37,9 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+import numpy as np
 
 from srt_jax.config import RunConfig, load_config, replace
-from srt_jax.models.factory import build_model
 from srt_jax.train.build import build_run
 from srt_jax.train.loop import peak_rss_mb, train
 from srt_jax.train.run_dir import RunDirectory
@@ -52,7 +50,6 @@ SHAPES = {
     "large": ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "data.max_len=200"],
 }
 QUALITY_NDCG = 0.050
-ML100K_ITEMS = 1682
 TEST_BAR = {"ndcg@10": 0.064, "hr@10": 0.136}  # RecBole 1.2.1 SASRec, converged
 TEST_KEYS = ("ndcg@10", "hr@10", "mrr@10")
 
@@ -71,10 +68,11 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
     """Fastest-round step speed of ``config`` against the matmul; returns the figures."""
     parts = build_run(config, progress=False)
     train_cfg, max_len = config.train, config.data.max_len
-    compile_s = parts.step.compile(train_cfg.batch_size, max_len)
+    compile_s = parts.step.compile(train_cfg.batch_size, max_len, parts.sampler.packed_rows)
     state = parts.step.init_state()
     batches = parts.sampler.iter_batches()
     best_step, best_matmul, k, tokens = float("inf"), 0.0, 0, 0
+    positions, real_inputs, timed_tokens = 0, 0, 0
     for round_ in range(rounds + 1):  # round 0 warms up
         start, round_tokens, previous = time.perf_counter(), 0, None
         for _ in range(steps):
@@ -85,13 +83,17 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
             previous, k = metrics, k + 1
             tokens += batch.n_targets
             round_tokens += batch.n_targets
+            if round_:
+                positions += batch.inputs.size
+                real_inputs += int(np.count_nonzero(batch.inputs))
+                timed_tokens += batch.n_targets
         jax.block_until_ready(state)
         if round_:
             seconds = (time.perf_counter() - start) / round_tokens
             best_step = min(best_step, seconds)
             best_matmul = max(best_matmul, *(matmul_rate() for _ in range(3)))
     tokens_per_s = 1.0 / best_step
-    positions_per_token = train_cfg.batch_size * max_len / parts.sampler.expected_tokens_per_batch()
+    positions_per_token = positions / timed_tokens
     flop_rate = parts.flops_per_token * tokens_per_s
     return {
         "shape": {
@@ -99,7 +101,9 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
             "n_layers": config.model.n_layers,
             "max_len": max_len,
             "batch_size": train_cfg.batch_size,
+            "packed_rows": parts.sampler.packed_rows,
         },
+        "padding_share": 1.0 - real_inputs / positions,
         "compile_s": compile_s,
         "tokens_per_s": tokens_per_s,
         "gflops_per_s": flop_rate / 1e9,
@@ -108,21 +112,6 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
         "fraction_of_matmul_positions": flop_rate * positions_per_token / best_matmul,
         "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def eval_forward_rate(config: RunConfig, users: int, calls: int = 20) -> float:
-    """Positions/s of the eval-mode forward of ``config``'s model, ``users`` windows a call."""
-    model = build_model(config.model, ML100K_ITEMS, config.data.max_len, nnx.Rngs(0))
-    model.eval()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    forward = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest)(x)[:, -1])
-    shape = (users, config.data.max_len)
-    inputs = jax.random.randint(jax.random.key(0), shape, 1, ML100K_ITEMS + 1)
-    forward(params, inputs).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(calls):
-        forward(params, inputs).block_until_ready()
-    return calls * users * config.data.max_len / (time.perf_counter() - start)
 
 
 def time_to_quality(config: RunConfig) -> dict:
@@ -179,39 +168,39 @@ def main() -> None:
         help=f"config of the quality runs (default configs/{CONFIG.name})",
     )
     parser.add_argument(
-        "--eval-users",
-        type=int,
-        nargs="*",
-        default=[],
-        metavar="U",
-        help="eval-mode forward speed with U users per call (e.g. 32 64 256)",
+        "--pack",
+        action="store_true",
+        help="also time each shape with data.pack (windows packed with segment ids)",
     )
     parser.add_argument("--one", choices=sorted(SHAPES), help=argparse.SUPPRESS)  # a child
+    parser.add_argument("--one-packed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        config = load_config(CONFIG, SHAPES[args.one])
+        config = load_config(CONFIG, SHAPES[args.one] + [f"data.pack={args.one_packed}"])
         print(json.dumps(bench_shape(config, args.rounds, args.steps)))
         return
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; quality config {args.config}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    for name in args.shapes:
-        child = [sys.executable, __file__, "--one", name]
+    for name, packed in [(n, p) for n in args.shapes for p in [False, True][: 1 + args.pack]]:
+        child = [sys.executable, __file__, "--one", name, *(["--one-packed"] if packed else [])]
         child += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
         out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
         shape = result["shape"]
+        rows = shape["packed_rows"]
+        layout = f"packed into {rows} rows" if rows else "unpacked"
+        if packed and not rows:
+            layout = "data.pack, no row to save: unpacked"
         print(
-            f"[{name}] d_model {shape['d_model']}, {shape['n_layers']} layers, L "
+            f"[{name}, {layout}] d_model {shape['d_model']}, {shape['n_layers']} layers, L "
             f"{shape['max_len']}, B {shape['batch_size']}: {result['tokens_per_s']:,.0f} trained "
             f"tokens/s, {result['gflops_per_s']:.1f} GFLOP/s = "
             f"{result['fraction_of_matmul']:.1%} of the matmul's "
             f"{result['matmul_gflops_per_s']:.1f} GFLOP/s "
             f"({result['fraction_of_matmul_positions']:.1%} counting padded positions); "
+            f"padding {result['padding_share']:.1%} of the positions; "
             f"compile {result['compile_s']:.1f} s; peak RSS {result['peak_rss_mb']:,.0f} MiB"
         )
-    for users in args.eval_users:
-        rate = eval_forward_rate(load_config(args.config), users)
-        print(f"[eval forward, {users} users per call] {rate:,.0f} positions/s")
     results = []
     for seed in args.quality_seeds:
         overrides = [f"train.seed={seed}"]

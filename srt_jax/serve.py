@@ -224,7 +224,7 @@ class Recommender:
         """``(cache or None, hidden_BxD)`` after reading each left-padded row."""
         net = self._net(params, rest)
         if not self.recurrent:
-            return None, net(windows_BxL)[:, -1]
+            return None, net.last_hidden(windows_BxL)
 
         def read(cache, items_B):
             cache, _ = net.step(cache, items_B)

@@ -169,3 +169,22 @@ def test_optimizer_errors_name_the_key():
             load_config(None, [*chosen, override])
     with pytest.raises(ConfigError, match=r"train.b1 = 0.0 is invalid: expected .* \(0, 1\)"):
         load_config(None, ["train.optimizer=schedule_free_adamw", "train.b1=0"])
+
+
+def test_a_changed_default_hashes_as_the_old_one():
+    default = load_config(None)
+    assert default.eval.batch_users is None  # chosen by platform
+    assert config_hash(default) == config_hash(load_config(None, ["eval.batch_users=256"]))
+    assert config_hash(default) != config_hash(load_config(None, ["eval.batch_users=64"]))
+    assert "batch_users: null" in dump_config(default)
+
+
+def test_a_new_backbone_key_at_its_default_leaves_the_run_id():
+    default = load_config(None)
+    assert default.model.attention == "auto" and default.model.dtype == "auto"
+    assert config_hash(default) == config_hash(load_config(None, ["model.attention=auto"]))
+    assert config_hash(default) == config_hash(load_config(None, ["model.dtype=float32"]))
+    assert config_hash(default) != config_hash(load_config(None, ["model.attention=fused"]))
+    with pytest.raises(ConfigError, match=r"model\.attention is a transformer key"):
+        load_config(None, ["model.backbone=mamba", "model.attention=fused"])
+    assert load_config(None, ["model.backbone=mamba"]).model.attention is None

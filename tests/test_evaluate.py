@@ -10,7 +10,7 @@ from srt_jax.config import EvalConfig, ModelConfig
 from srt_jax.data.splits import make_split
 from srt_jax.data.store import SequenceStore, write_store
 from srt_jax.models.factory import build_model
-from srt_jax.train.evaluate import Evaluator, rank_targets
+from srt_jax.train.evaluate import BATCH_USERS, Evaluator, rank_targets
 from srt_jax.train.step import data_mesh
 
 rng = np.random.default_rng(0)
@@ -148,6 +148,13 @@ def test_evaluator_full_ranking_equals_brute_force(tiny_store, batch_users):
     metrics = evaluator.metrics(params, "test")
     assert metrics["hr@5"] == pytest.approx(np.mean(expected <= 5))
     assert metrics["hr@5_filtered"] == pytest.approx(np.mean(expected_filtered <= 5))
+
+
+def test_users_per_call_default_to_the_platforms_measured_choice(tiny_store):
+    _, _, _, evaluator = _evaluator(tiny_store, EvalConfig())
+    assert evaluator.protocol()["batch_users"] == BATCH_USERS["cpu"] == 64
+    _, _, _, evaluator = _evaluator(tiny_store, EvalConfig(batch_users=5))
+    assert evaluator.protocol()["batch_users"] == 5
 
 
 def test_heldout_loss_equals_brute_force(tiny_store):

@@ -42,13 +42,16 @@ def random_inputs(seed: int = 0, n_pad: int = 0, length: int = MAX_LEN) -> jax.A
     return jnp.asarray(items, dtype=jnp.int32)
 
 
-def reference_scan(u, delta, A, Bm, C, D):
-    """The recurrence of mamba_ssm's selective_scan_ref, in float64 numpy, one step at a time."""
+def reference_scan(u, delta, A, Bm, C, D, keep=None):
+    """The recurrence of mamba_ssm's selective_scan_ref, in float64 numpy, one step at a time;
+    where ``keep`` is 0 the state starts afresh."""
     u, delta, A, Bm, C, D = (np.asarray(x, np.float64) for x in (u, delta, A, Bm, C, D))
     batch, L, I = u.shape
     h = np.zeros((batch, I, A.shape[1]))
     ys = []
     for t in range(L):
+        if keep is not None:
+            h = h * np.asarray(keep)[:, t, None, None]
         h = (
             np.exp(delta[:, t, :, None] * A) * h
             + (delta[:, t] * u[:, t])[..., None] * Bm[:, t, None, :]
@@ -81,6 +84,30 @@ def test_selective_scan_equals_the_reference_recurrence(mode, chunk, remat):
     args = scan_inputs()
     y = selective_scan(*args, mode=mode, chunk_size=chunk, remat=remat)
     np.testing.assert_allclose(y, reference_scan(*args), rtol=1e-5, atol=1e-5)
+
+
+KEEP = jnp.asarray([[1, 1, 1, 0, 1, 1, 1, 1, 0, 1], [1, 1, 1, 1, 1, 0, 0, 1, 1, 1]], jnp.float32)
+
+
+@pytest.mark.parametrize("mode, chunk", [("parallel", 64), ("chunked", 4), ("sequential", 64)])
+def test_a_kept_zero_restarts_the_state_in_every_mode(mode, chunk):
+    args = scan_inputs(L=10)
+    y = selective_scan(*args, mode=mode, chunk_size=chunk, keep_BxL=KEEP)
+    np.testing.assert_allclose(y, reference_scan(*args, keep=KEEP), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(y, reference_scan(*args), atol=1e-3)
+
+
+def test_sequential_gradients_with_restarts_equal_the_parallel_scan():
+    args = scan_inputs(L=10)
+
+    def grads(mode):
+        def f(*a):
+            return jnp.sum(jnp.sin(selective_scan(*a, mode=mode, keep_BxL=KEEP)))
+
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3, 4, 5)))(*args)
+
+    for g, e in zip(grads("sequential"), grads("parallel"), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
 
 
 def test_scan_step_equals_one_position_of_the_scan():
@@ -298,3 +325,12 @@ def test_bfloat16_compute_keeps_float32_params_and_scan():
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     reference = forward(make(), random_inputs(n_pad=2))
     np.testing.assert_allclose(hidden.astype(jnp.float32), reference, atol=0.15)
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2])
+def test_last_hidden_equals_the_full_forward_at_the_last_position(n_layers):
+    model = make(f"model.n_layers={n_layers}")
+    inputs = random_inputs(seed=3, n_pad=2)
+    last = nnx.jit(lambda m, x: m.last_hidden(x))(model, inputs)
+    assert last.shape == (B, 16)
+    np.testing.assert_allclose(last, forward(model, inputs)[:, -1], rtol=1e-5, atol=1e-6)

@@ -13,6 +13,7 @@ from srt_jax.errors import ConfigError
 from srt_jax.models.counting import count_params
 from srt_jax.models.factory import build_model
 from srt_jax.models.item_encoders import hash_buckets_of
+from srt_jax.models.layers import compute_dtype, fused_attention
 from srt_jax.models.transformer import Dropout, SeqRecTransformer, attention_bias
 
 N_ITEMS, MAX_LEN, B = 40, 8, 3
@@ -221,3 +222,43 @@ def test_byte_dropout_keeps_its_quantised_rate_and_the_mean():
     )
     dropout.eval()
     np.testing.assert_array_equal(dropout(x), x)
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2])
+@pytest.mark.parametrize("changes", VARIANTS[:3], ids=["pre", "post", "rope"])
+def test_last_hidden_equals_the_full_forward_at_the_last_position(changes, n_layers):
+    model = make(n_layers=n_layers, **changes)
+    inputs = random_inputs(seed=3, n_pad=2)
+    last = model.last_hidden(inputs)
+    assert last.shape == (B, SMALL.d_model)
+    np.testing.assert_allclose(last, model(inputs)[:, -1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("changes", VARIANTS[:3], ids=["pre", "post", "rope"])
+def test_fused_attention_equals_the_einsum_form(changes):
+    einsum, fused = make(attention="einsum", **changes), make(attention="fused", **changes)
+    inputs = random_inputs(seed=4, n_pad=3)
+    segments = jnp.asarray(np.repeat([[0, 0, 0, 1, 1, 2, 2, 2]], B, axis=0))  # packed rows
+    for kwargs in ({}, {"segments_BxL": segments}):
+        np.testing.assert_allclose(
+            fused(inputs, **kwargs), einsum(inputs, **kwargs), rtol=1e-5, atol=1e-5
+        )
+    np.testing.assert_allclose(
+        fused.last_hidden(inputs), einsum.last_hidden(inputs), rtol=1e-5, atol=1e-5
+    )
+
+    def grads(model):
+        def loss(m):
+            return jnp.sum(jnp.sin(m(inputs, segments_BxL=segments)))
+
+        return jax.tree.leaves(nnx.grad(loss)(model))
+
+    for g, e in zip(grads(fused), grads(einsum), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))
+
+
+def test_auto_dtype_and_attention_are_float32_and_einsum_on_a_cpu():
+    assert compute_dtype("auto") == jnp.float32 and compute_dtype("bfloat16") == jnp.bfloat16
+    assert not fused_attention("auto") and fused_attention("fused")
+    model = make()
+    assert model.dtype == jnp.float32 and not model.blocks[0].attn.fused

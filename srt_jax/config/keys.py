@@ -15,6 +15,11 @@ Keys added after run ids existed are declared with :func:`new_key`:
 so the run id of a config that predates the key does not change (``train.optimizer``:
 ``adamw``), while ``config.yaml`` and every other reader still see it.
 
+A key whose default changed after run ids existed is declared with
+:func:`changed_default`: while it holds the new default the hash reads the old one
+(``eval.batch_users``: null, chosen by platform, hashes as the 256 it was), so the run ids of
+configs that never set it do not change.
+
 Keys that change what is reported about a run, not what is trained (``train.trackers`` and
 the tracking location), are declared with :func:`observer_key`: the config hash always
 leaves them out, so turning MLflow logging on does not change a run's id, and a run
@@ -35,6 +40,8 @@ OWNER = "owner"
 _DEFAULT = "owner_default"
 NEW_KEY = "new_key"
 """Field metadata of a :func:`new_key`: left out of the config hash while at its default."""
+HASHED_AS = "hashed_as"
+"""Field metadata of a :func:`changed_default`: the value hashed while at its default."""
 OBSERVER = "observer"
 """Field metadata of an :func:`observer_key`: always left out of the config hash."""
 
@@ -62,18 +69,42 @@ def new_key(default: Any) -> Any:
     return field(default=default, metadata={NEW_KEY: True})
 
 
+def changed_default(default: Any, *, hashed_as: Any) -> Any:
+    """A field whose default changed after run ids existed (an immutable ``default``): the
+    config hash reads the old default ``hashed_as`` while it holds the new one."""
+    return field(default=default, metadata={HASHED_AS: hashed_as})
+
+
+def hash_value(f: dataclasses.Field, value: Any) -> Any:
+    """What the config hash reads for field ``f`` holding ``value``: the old default of a
+    :func:`changed_default` field at its new default, else ``value``."""
+    if HASHED_AS in f.metadata and value == f.default:
+        return f.metadata[HASHED_AS]
+    return value
+
+
 def observer_key(default: Any) -> Any:
     """A field that only changes how a run is reported (an immutable ``default``): the config
     hash leaves it out whatever its value (see the module docstring)."""
     return field(default=default, metadata={OBSERVER: True})
 
 
+def new_backbone_key(backbone: str, default: Callable[[], Any]) -> Any:
+    """A :func:`backbone_key` added after run ids existed: the config hash leaves it out
+    while it holds its backbone's ``default()``."""
+    owned = backbone_key(backbone, default)
+    return field(default=None, metadata={**owned.metadata, NEW_KEY: True})
+
+
 def hashed(f: dataclasses.Field, value: Any) -> bool:
     """Whether field ``f`` holding ``value`` is part of the config hash: not an observer key,
-    and not a new key at its default."""
+    and not a new key at its default (an owned one's default under its owner)."""
     if f.metadata.get(OBSERVER):
         return False
-    return not (f.metadata.get(NEW_KEY) and value == f.default)
+    if not f.metadata.get(NEW_KEY):
+        return True
+    default = f.metadata[_DEFAULT]() if _DEFAULT in f.metadata else f.default
+    return value != default
 
 
 def owner_of(f: dataclasses.Field) -> tuple[str, str] | None:

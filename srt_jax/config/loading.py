@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from srt_jax.config.keys import hashed, owner_of
+from srt_jax.config.keys import hash_value, hashed, owner_of
 from srt_jax.config.schema import RunConfig
 from srt_jax.errors import ConfigError
 
@@ -32,8 +32,9 @@ def to_dict(config: Any, *, for_hash: bool = False) -> dict[str, Any]:
 
     Owned keys that are null (those of a backbone or optimiser the config does not use) are
     left out; with ``for_hash``, so are :func:`~srt_jax.config.keys.new_key` fields at
-    their default and :func:`~srt_jax.config.keys.observer_key` fields (what
-    :func:`config_hash` hashes).
+    their default and :func:`~srt_jax.config.keys.observer_key` fields, and
+    :func:`~srt_jax.config.keys.changed_default` fields at their default read their old one
+    (what :func:`config_hash` hashes).
     """
 
     def kept(f: dataclasses.Field, value: Any) -> bool:
@@ -44,9 +45,9 @@ def to_dict(config: Any, *, for_hash: bool = False) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
             return {
-                f.name: plain(getattr(value, f.name))
+                f.name: plain(hash_value(f, field) if for_hash else field)
                 for f in dataclasses.fields(value)
-                if kept(f, getattr(value, f.name))
+                if kept(f, field := getattr(value, f.name))
             }
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]

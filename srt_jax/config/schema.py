@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from srt_jax.config.keys import check, new_key
+from srt_jax.config.keys import changed_default, check, new_key
 from srt_jax.config.model import ModelConfig
 from srt_jax.config.train import TrainConfig
 
@@ -37,7 +37,9 @@ class DataConfig:
     """Where the interactions come from and how training windows are drawn.
 
     ``dataset`` is a built-in name (``movielens-100k``, ``synthetic``) or the path of a
-    sequence store made by ``srt-jax data prepare`` / ``data synth``.
+    sequence store made by ``srt-jax data prepare`` / ``data synth``. ``pack`` (a
+    :func:`new_key`, default off) packs the windows of each training batch into fewer rows
+    with segment ids (:mod:`srt_jax.data.packing`).
     """
 
     dataset: str = "movielens-100k"
@@ -56,6 +58,7 @@ class DataConfig:
     recency_half_life: float = 50.0
     user_weighting: Literal["uniform", "length"] = "uniform"
     prefetch: int = 2
+    pack: bool = new_key(False)
 
     def __post_init__(self) -> None:
         check(self.max_len >= 1, "data.max_len", self.max_len, "an integer >= 1")
@@ -105,7 +108,11 @@ class EvalConfig:
     Ranking is over the whole catalog unless ``sampled_candidates`` (the target against
     that many random items drawn from ``candidate_seed``, SRT's protocol); users are ranked
     ``batch_users`` at a time and items scored ``item_chunk`` at a time, which bounds
-    memory. ``heldout_stride`` is the window stride of the held-out loss (null: max_len).
+    memory. ``batch_users`` null (the default) is chosen by platform as measured by
+    ``benchmarks/bench_eval.py`` (:data:`srt_jax.train.evaluate.BATCH_USERS`; 256 before,
+    which the run id still reads, see :func:`changed_default`). It changes the speed, not
+    the ranks (held-out loss sums move in the seventh digit). ``heldout_stride`` is the
+    window stride of the held-out loss (null: max_len).
 
     ``test_sets`` (a :func:`new_key`, default none): test sets scored at the end besides the
     split's own test targets, at the same checkpoint — ``old_windows`` (held-out users'
@@ -119,7 +126,7 @@ class EvalConfig:
     """
 
     cutoffs: tuple[int, ...] = (5, 10, 20)
-    batch_users: int = 256
+    batch_users: int | None = changed_default(None, hashed_as=256)
     item_chunk: int = 65536
     sampled_candidates: int | None = None
     candidate_seed: int = 0
@@ -136,7 +143,12 @@ class EvalConfig:
             "a list of integers >= 1 that includes 10 (validation NDCG@10 picks the best "
             "checkpoint)",
         )
-        check(self.batch_users >= 1, "eval.batch_users", self.batch_users, "an integer >= 1")
+        check(
+            self.batch_users is None or self.batch_users >= 1,
+            "eval.batch_users",
+            self.batch_users,
+            "null (chosen by platform) or an integer >= 1",
+        )
         check(self.item_chunk >= 1, "eval.item_chunk", self.item_chunk, "an integer >= 1")
         check(
             self.sampled_candidates is None or self.sampled_candidates >= 1,
@@ -180,4 +192,10 @@ class RunConfig:
             "train.optimizer",
             self.train.optimizer,
             "'adamw' with model.mup_base_width set (μP scales AdamW's per-layer steps)",
+        )
+        check(
+            not self.data.pack or self.train.adaptive_batch is None,
+            "data.pack",
+            self.data.pack,
+            "false with train.adaptive_batch (its micro-batches split a batch's rows in half)",
         )

@@ -4,8 +4,9 @@ from store segments.
 How a window becomes a batch row is in :mod:`srt_jax.data.windows` (the :class:`Batch`
 contract, :func:`gather_windows`, and :func:`iter_eval_batches` for held-out segments);
 which windows batch ``k`` holds in each mode (``data.sampler``: ``recent``, ``sliding``,
-``recency_weighted``, ``mixed``, ``stride``) is in :mod:`srt_jax.data.schedules`. This
-module ties them together: segments, mode, token budget and prefetch. ``stride`` visits
+``recency_weighted``, ``mixed``, ``stride``) is in :mod:`srt_jax.data.schedules`; how
+``data.pack`` packs a batch's windows into fewer rows is in :mod:`srt_jax.data.packing`. This
+module ties them together: segments, mode, token budget, packing and prefetch. ``stride`` visits
 users in proportion to their length by construction and accepts only
 ``user_weighting="uniform"``; ``mask_overlap=True`` (``stride`` mode, ``S < L``) counts every
 target exactly once per epoch.
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from srt_jax.config import DataConfig, SamplerMode, TrainConfig, from_dict
+from srt_jax.data.packing import packed_or_not, rows_for
 from srt_jax.data.prefetch import prefetched
 from srt_jax.data.schedules import MixedSchedule, Plan, RandomWindows, StrideEpochs
 from srt_jax.data.splits import Segments
@@ -70,6 +72,10 @@ class WindowSampler:
       prefetch: batches prepared ahead by a background thread (0: none).
       ratings: float32 [n_interactions] store ratings to carry in batches (the targets'
         ratings, :attr:`Batch.ratings`), or None.
+      pack: pack the windows of each batch :meth:`iter_batches` yields into
+        :attr:`packed_rows` rows with segment ids (:mod:`srt_jax.data.packing`), unless no
+        row would be saved; :meth:`batch` stays unpacked.
+      pack_multiple: the packed row count is a multiple of this (the data-parallel devices).
     """
 
     def __init__(
@@ -90,6 +96,8 @@ class WindowSampler:
         token_budget: int | None = None,
         prefetch: int = 2,
         ratings: np.ndarray | None = None,
+        pack: bool = False,
+        pack_multiple: int = 1,
     ) -> None:
         # each key is checked where the run config checks it; only what involves the sampler
         # itself (combinations of options, the segments) is checked here
@@ -143,6 +151,10 @@ class WindowSampler:
                 mixed_sliding_fraction, token_budget, self.expected_tokens_per_batch()
             )
         self._mixed = MixedSchedule(seed, mixed_sliding_fraction, switch_step)
+        rows = rows_for(self.batch, batch_size, pack_multiple) if pack else batch_size
+        self.packed_rows = rows if rows < batch_size else None
+        """Rows of the packed batches; None without packing, or when packing would save no
+        row (windows that fill their rows)."""
 
     @classmethod
     def from_config(
@@ -154,9 +166,11 @@ class WindowSampler:
         seed: int,
         token_budget: int | None = None,
         ratings: np.ndarray | None = None,
+        pack_multiple: int = 1,
     ) -> WindowSampler:
         """A sampler set by the ``data`` section (sampler, stride, mixed_*, recency_half_life,
-        user_weighting, prefetch, max_len) of a run config; ``ratings`` as the class."""
+        user_weighting, prefetch, max_len, pack) of a run config; ``ratings`` and
+        ``pack_multiple`` as the class."""
         return cls(
             items,
             segments,
@@ -172,6 +186,8 @@ class WindowSampler:
             token_budget=token_budget,
             prefetch=data_cfg.prefetch,
             ratings=ratings,
+            pack=data_cfg.pack,
+            pack_multiple=pack_multiple,
         )
 
     def _check_combination(self) -> None:
@@ -243,6 +259,13 @@ class WindowSampler:
             ratings=self.ratings,
         )
 
+    def as_trained(self, batch: Batch) -> Batch:
+        """``batch`` as the step trains it: packed into :attr:`packed_rows` rows (or with
+        segments when it does not fit) with ``data.pack``, else unchanged."""
+        if self.packed_rows is None:
+            return batch
+        return packed_or_not(batch, self.packed_rows)
+
     def batch_tokens(self, step: int) -> int:
         """Counted targets of batch ``step`` (before truncation), without gathering items."""
         seg, ends, counted = self._plan(step)
@@ -272,6 +295,7 @@ class WindowSampler:
             batch = self.batch(step)
             if budget is not None and used + batch.n_targets > budget:
                 batch = batch.truncated(budget - used)
+            batch = self.as_trained(batch)
             used += batch.n_targets
             step += 1
             yield batch

@@ -17,6 +17,7 @@ uses them to enumerate every target position of held-out segments once, in order
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,9 +37,15 @@ class Batch:
       mask: bool [B, L] true where a target counts (equals ``targets != 0``).
       positions: int32 [B, L] index of each input item within its segment (its position in
         the user's history when the segment starts there, as all splits' do); -1 on padding.
-      user: int64 [B] user of each row; -1 for an empty row.
+      user: int64 [B] user of each row; -1 for an empty row. In a packed batch, int64
+        [B, L]: the user of each position (-1 on padding).
       ratings: float32 [B, L] the targets' ratings (0 where no target counts), when the
         sampler was given the store's ratings; else None.
+      segments: int32 [B, L] with ``data.pack``: which window of its row each position
+        belongs to (1, 2, ...; 0 on padding); attention never crosses segments. Else None.
+      slots: int32 [B, L] with ``data.pack``: the column each position had in its own
+        left-padded window (the model's position). Else None. See
+        :mod:`srt_jax.data.packing`.
     """
 
     inputs: np.ndarray
@@ -47,6 +54,8 @@ class Batch:
     positions: np.ndarray
     user: np.ndarray
     ratings: np.ndarray | None = None
+    segments: np.ndarray | None = None
+    slots: np.ndarray | None = None
 
     @functools.cached_property
     def n_targets(self) -> int:
@@ -58,8 +67,8 @@ class Batch:
         """This batch keeping only its first ``n`` counted targets (row-major order)."""
         keep = self.mask & (np.cumsum(self.mask.ravel()).reshape(self.mask.shape) <= n)
         ratings = None if self.ratings is None else np.where(keep, self.ratings, 0.0)
-        return Batch(
-            self.inputs, np.where(keep, self.targets, 0), keep, self.positions, self.user, ratings
+        return dataclasses.replace(
+            self, targets=np.where(keep, self.targets, 0), mask=keep, ratings=ratings
         )
 
 

@@ -21,11 +21,17 @@ from srt_jax.config import ModelConfig
 class Backbone(Protocol):
     """A causal next-item sequence model.
 
-    ``model(inputs_BxL, positions_BxL=None, *, rngs=None) -> hidden_BxLxD``: hidden states of
-    every position of item indices ``inputs_BxL`` (int32, 0 = padding, left-padded);
-    position t depends only on non-padding items at positions <= t. ``positions_BxL``
-    (default ``0..L-1``) is used by backbones with position embeddings and ignored by the
-    others. ``rngs`` (e.g. ``nnx.Rngs(dropout=key)``) drives dropout in training mode.
+    ``model(inputs_BxL, positions_BxL=None, *, segments_BxL=None, rngs=None) ->
+    hidden_BxLxD``: hidden states of every position of item indices ``inputs_BxL`` (int32,
+    0 = padding, left-padded); position t depends only on non-padding items at positions
+    <= t (and, with ``segments_BxL`` of a packed batch, in t's segment; a backbone that
+    cannot keep segments apart raises). ``positions_BxL`` (default ``0..L-1``) is used by
+    backbones with position embeddings and ignored by the others. ``rngs`` (e.g.
+    ``nnx.Rngs(dropout=key)``) drives dropout in training mode.
+
+    ``model.last_hidden(inputs_BxL, positions_BxL=None) -> hidden_BxD``: the hidden state of
+    the last position, equal to ``model(inputs_BxL)[:, -1]`` (eval mode), computing in the
+    last layer only what that position needs (leave-one-out ranking and serving).
 
     ``model.item_table() -> table_VxD``: the output item table (V = n_items + 1; row 0 is
     padding and never a target) that losses and evaluation score hidden states against.
@@ -38,7 +44,12 @@ class Backbone(Protocol):
         inputs_BxL: jax.Array,
         positions_BxL: jax.Array | None = None,
         *,
+        segments_BxL: jax.Array | None = None,
         rngs: nnx.Rngs | None = None,
+    ) -> jax.Array: ...
+
+    def last_hidden(
+        self, inputs_BxL: jax.Array, positions_BxL: jax.Array | None = None
     ) -> jax.Array: ...
 
     def item_table(self) -> jax.Array: ...

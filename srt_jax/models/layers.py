@@ -96,15 +96,19 @@ class FeedForward(nnx.Module):
         return self.down(h_BxLxF)
 
 
-def attention_bias(inputs_BxL: jax.Array) -> jax.Array:
+def attention_bias(inputs_BxL: jax.Array, segments_BxL: jax.Array | None = None) -> jax.Array:
     """Additive float32 bias ``[B, 1, L, L]``: 0 where query t may see key s, else -1e30.
 
-    Allowed: s <= t and item s is not padding, plus s == t always, so a padding query
-    (before the first item) sees only itself and stays finite and causal.
+    Allowed: s <= t and item s is not padding (and, with ``segments_BxL`` of a packed batch,
+    s is in t's segment), plus s == t always, so a padding query sees only itself and stays
+    finite and causal.
     """
     L = inputs_BxL.shape[1]
     causal_LxL = jnp.tril(jnp.ones((L, L), dtype=bool))
-    allowed_BxLxL = (causal_LxL & (inputs_BxL != 0)[:, None, :]) | jnp.eye(L, dtype=bool)
+    allowed_BxLxL = causal_LxL & (inputs_BxL != 0)[:, None, :]
+    if segments_BxL is not None:
+        allowed_BxLxL &= segments_BxL[:, :, None] == segments_BxL[:, None, :]
+    allowed_BxLxL |= jnp.eye(L, dtype=bool)
     return jnp.where(allowed_BxLxL, 0.0, MASKED)[:, None].astype(jnp.float32)
 
 
@@ -123,3 +127,19 @@ def default_positions(inputs_BxL: jax.Array) -> jax.Array:
     """``0..L-1`` on every row (SASRec's convention for left-padded windows), int32."""
     B, L = inputs_BxL.shape
     return jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    """The compute dtype of ``model.dtype`` ``name``: ``auto`` is bfloat16 on a GPU or TPU,
+    float32 on a CPU."""
+    if name == "auto":
+        return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+    return jnp.dtype(name)
+
+
+def fused_attention(name: str | None) -> bool:
+    """Whether ``model.attention`` ``name`` runs ``jax.nn.dot_product_attention`` (``fused``,
+    or ``auto`` on a GPU or TPU) rather than the written-out ``einsum`` form."""
+    if name == "auto":
+        return jax.default_backend() != "cpu"
+    return name == "fused"

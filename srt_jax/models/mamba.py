@@ -63,7 +63,7 @@ from srt_jax.config import MambaConfig, ModelConfig
 from srt_jax.data.item_features import ItemFeatures
 from srt_jax.models.backbone import BlockFlops
 from srt_jax.models.item_encoders import ItemTables
-from srt_jax.models.layers import Dropout, FeedForward, MuP, WidthFixedParam
+from srt_jax.models.layers import Dropout, FeedForward, MuP, WidthFixedParam, compute_dtype
 from srt_jax.models.selective_scan import selective_scan, selective_scan_step
 
 LAYER_NORM_EPSILON = 1e-12  # Mamba4Rec's
@@ -103,11 +103,19 @@ class CausalConv1d(nnx.Module):
         self.kernel = WidthFixedParam(init(rngs.params(), (width, channels)))  # W x I
         self.bias = nnx.Param(init(rngs.params(), (channels,)))  # I
 
-    def __call__(self, x_BxLxI: jax.Array) -> jax.Array:
+    def __call__(self, x_BxLxI: jax.Array, segments_BxL: jax.Array | None = None) -> jax.Array:
+        """``y_BxLxI``; with ``segments_BxL`` (a packed batch) a position reads only inputs of
+        its own segment, as if zeros came before the segment's first position."""
         W, L = self.kernel.shape[0], x_BxLxI.shape[1]
         kernel_WxI = self.kernel[...].astype(x_BxLxI.dtype)
         padded_BxPxI = jnp.pad(x_BxLxI, ((0, 0), (W - 1, 0), (0, 0)))
-        y_BxLxI = sum(padded_BxPxI[:, w : w + L] * kernel_WxI[w] for w in range(W))
+        if segments_BxL is None:
+            taps = (padded_BxPxI[:, w : w + L] for w in range(W))
+        else:
+            padded_BxP = jnp.pad(segments_BxL, ((0, 0), (W - 1, 0)), constant_values=-1)
+            same_BxLx1 = [(padded_BxP[:, w : w + L] == segments_BxL)[..., None] for w in range(W)]
+            taps = (jnp.where(same_BxLx1[w], padded_BxPxI[:, w : w + L], 0) for w in range(W))
+        y_BxLxI = sum(tap * kernel_WxI[w] for w, tap in enumerate(taps))
         return y_BxLxI + self.bias[...].astype(x_BxLxI.dtype)
 
     def step(self, window_BxGxI: jax.Array, x_BxI: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -115,6 +123,13 @@ class CausalConv1d(nnx.Module):
         full_BxWxI = jnp.concatenate([window_BxGxI, x_BxI[:, None]], axis=1)
         y_BxI = jnp.einsum("bwi,wi->bi", full_BxWxI, self.kernel[...].astype(x_BxI.dtype))
         return full_BxWxI[:, 1:], y_BxI + self.bias[...].astype(x_BxI.dtype)
+
+
+def segment_continues(segments_BxL: jax.Array) -> jax.Array:
+    """float32 ``[B, L]``: 1 where a position is in the same segment as the one before it,
+    0 where a segment starts (the scan's ``keep``: its state restarts there)."""
+    same_BxL = segments_BxL[:, 1:] == segments_BxL[:, :-1]
+    return jnp.pad(same_BxL, ((0, 0), (1, 0))).astype(jnp.float32)
 
 
 class MambaMixer(nnx.Module):
@@ -150,10 +165,21 @@ class MambaMixer(nnx.Module):
         delta_xI = jax.nn.softplus(self.dt_proj(dt_xR).astype(jnp.float32)) * real_x1
         return delta_xI, B_xS, C_xS
 
-    def __call__(self, x_BxLxD: jax.Array, real_BxL: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x_BxLxD: jax.Array,
+        real_BxL: jax.Array,
+        *,
+        segments_BxL: jax.Array | None = None,
+        last_only: bool = False,
+    ) -> jax.Array:
+        """Mixer output ``[B, Q, D]`` at every position (Q = L) or, with ``last_only``, at the
+        last one (Q = 1; the scan still runs over the window). With ``segments_BxL`` (a
+        packed batch) the convolution reads only its own segment and the scan's state
+        restarts at each segment's first position."""
         real_BxLx1 = real_BxL[..., None].astype(x_BxLxD.dtype)
         x_in_BxLxI, z_BxLxI = jnp.split(self.in_proj(x_BxLxD), 2, axis=-1)
-        u_BxLxI = jax.nn.silu(self.conv(x_in_BxLxI * real_BxLx1)) * real_BxLx1
+        u_BxLxI = jax.nn.silu(self.conv(x_in_BxLxI * real_BxLx1, segments_BxL)) * real_BxLx1
         delta_BxLxI, B_BxLxS, C_BxLxS = self._scan_inputs(u_BxLxI, real_BxLx1)
         y_BxLxI = selective_scan(
             u_BxLxI,
@@ -165,7 +191,10 @@ class MambaMixer(nnx.Module):
             mode=self.cfg.scan,
             chunk_size=self.cfg.chunk_size,
             remat=self.cfg.remat,
+            keep_BxL=None if segments_BxL is None else segment_continues(segments_BxL),
         )
+        if last_only:
+            y_BxLxI, z_BxLxI = y_BxLxI[:, -1:], z_BxLxI[:, -1:]
         y_BxLxI = y_BxLxI.astype(x_BxLxD.dtype) * jax.nn.silu(z_BxLxI)
         return self.out_proj(y_BxLxI)
 
@@ -217,8 +246,18 @@ class MambaLayer(nnx.Module):
         self.ffn_norm = nnx.LayerNorm(d, epsilon=LAYER_NORM_EPSILON, dtype=dtype, rngs=rngs)
         self.dropout = Dropout(cfg.dropout, rngs=rngs)
 
-    def __call__(self, x_BxLxD: jax.Array, real_BxL: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
-        return self._after_mixer(x_BxLxD, self.mixer(x_BxLxD, real_BxL), rngs)
+    def __call__(
+        self,
+        x_BxLxD: jax.Array,
+        real_BxL: jax.Array,
+        rngs: nnx.Rngs | None,
+        *,
+        segments_BxL: jax.Array | None = None,
+        last_only: bool = False,
+    ) -> jax.Array:
+        """The layer's output ``[B, Q, D]``: every position, or the last one (Q = 1)."""
+        mixed_BxQxD = self.mixer(x_BxLxD, real_BxL, segments_BxL=segments_BxL, last_only=last_only)
+        return self._after_mixer(x_BxLxD[:, -1:] if last_only else x_BxLxD, mixed_BxQxD, rngs)
 
     def _after_mixer(self, x: jax.Array, mixed: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
         """Dropout, residual and LayerNorm of the mixer's output, then the feed-forward
@@ -248,7 +287,7 @@ class Mamba4Rec(ItemTables, MuP, nnx.Module):
         rngs: nnx.Rngs,
         item_features: ItemFeatures | None = None,
     ):
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = compute_dtype(cfg.dtype)
         self.dtype = dtype
         self.init_item_tables(cfg, n_items, rngs=rngs, item_features=item_features)
         self.embed_dropout = Dropout(cfg.dropout, rngs=rngs)
@@ -270,15 +309,46 @@ class Mamba4Rec(ItemTables, MuP, nnx.Module):
         inputs_BxL: jax.Array,
         positions_BxL: jax.Array | None = None,
         *,
+        segments_BxL: jax.Array | None = None,
         rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
         """Hidden states ``B x L x D`` of every position (see ``Backbone``); padding rows are
-        finite but meaningless, and never influence real positions."""
+        finite but meaningless, and never influence real positions. With ``segments_BxL``
+        (a packed batch) no position reads another segment: the convolution stops at the
+        segment's start and the scan restarts there."""
         del positions_BxL  # no position embedding: order comes from the recurrence
+        return self._forward(inputs_BxL, segments_BxL, rngs, last_only=False)
+
+    def last_hidden(
+        self, inputs_BxL: jax.Array, positions_BxL: jax.Array | None = None
+    ) -> jax.Array:
+        """``hidden_BxD`` of the last position alone, equal to ``model(inputs)[:, -1]``; the
+        last layer's output projection and feed-forward run for that position only."""
+        del positions_BxL
+        return self._forward(inputs_BxL, None, None, last_only=True)[:, 0]
+
+    def _forward(
+        self,
+        inputs_BxL: jax.Array,
+        segments_BxL: jax.Array | None,
+        rngs: nnx.Rngs | None,
+        *,
+        last_only: bool,
+    ) -> jax.Array:
+        """Hidden states ``[B, Q, D]``: every position, or the last one (Q = 1)."""
         real_BxL = inputs_BxL != 0
         x_BxLxD = self._embed(inputs_BxL, rngs)
-        for layer in self.layers:
-            x_BxLxD = layer(x_BxLxD, real_BxL, rngs)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x_BxLxD = layer(
+                x_BxLxD,
+                real_BxL,
+                rngs,
+                segments_BxL=segments_BxL,
+                last_only=last_only and i == last,
+            )
+        if last_only:
+            x_BxLxD = x_BxLxD[:, -1:]  # already so after a last layer; not without layers
         return self.readout(x_BxLxD)
 
     def init_cache(self, batch: int) -> MambaCache:

@@ -29,7 +29,7 @@ from srt_jax.train.embedding_quality import feature_membership
 from srt_jax.train.evaluate import Evaluator
 from srt_jax.train.init_from import InitRecord, init_from_run
 from srt_jax.train.losses import log_q_from_counts
-from srt_jax.train.step import TrainStep, check_divisible, data_mesh
+from srt_jax.train.step import DATA_AXIS, TrainStep, check_divisible, data_mesh
 
 _COUNT_CHUNK = 1 << 24
 
@@ -118,6 +118,7 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
         train_cfg.seed,
         token_budget=budget,
         ratings=ratings,
+        pack_multiple=mesh.shape[DATA_AXIS],
     )
     features = model_item_features(config.model, store)
     model = build_model(
@@ -140,6 +141,7 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
         total_tokens=budget,
         mesh=mesh,
         n_layers=config.model.n_layers,
+        packed=sampler.packed_rows is not None,
         **log_q,
     )
     evaluator = Evaluator(

@@ -155,6 +155,7 @@ class _Training:
             "steps": ls.step,
             "updates": ls.step if self.controller is None else self.controller.updates,
             "batch_size": self.config.train.batch_size,
+            "packed_rows": parts.sampler.packed_rows,
             "accumulation": 1 if self.controller is None else self.controller.accumulation,
             "devices": parts.step.mesh.shape["data"],
             "wall_s": ls.wall_s,
@@ -170,7 +171,9 @@ class _Training:
         ls = LoopState()
         try:
             self.compile_s = self.parts.step.compile(
-                self.config.train.batch_size, self.config.data.max_len
+                self.config.train.batch_size,
+                self.config.data.max_len,
+                self.parts.sampler.packed_rows,
             )
             self.compile_s += self.parts.evaluator.compile()
             state, ls = self.restore_or_init()

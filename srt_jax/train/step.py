@@ -45,6 +45,15 @@ from srt_jax.train.transfer import backbone_mask, gate, pull_to_init, unfreeze_p
 
 DATA_AXIS = "data"
 BATCH_FIELDS = ("inputs", "targets", "mask")
+PACKED_FIELDS = ("segments", "slots")
+BATCH_DTYPES = {
+    "inputs": jnp.int32,
+    "targets": jnp.int32,
+    "mask": jnp.bool_,
+    "ratings": jnp.float32,
+    "segments": jnp.int32,
+    "slots": jnp.int32,
+}
 ORPO_METRICS = ("orpo", "log_odds_ratio")
 """Per-step figures of ``train.objective = orpo``: the mean odds-ratio term and log odds
 ratio over the step's pairs."""
@@ -97,6 +106,8 @@ class TrainStep:
       total_tokens: the run's token budget (the schedule's length).
       mesh: the device mesh (see :func:`data_mesh`).
       n_layers: the model's blocks (``train.transfer``'s progressive unfreezing counts them).
+      packed: batches carry ``segments`` and ``slots`` (``data.pack``,
+        :mod:`srt_jax.data.packing`), which the model reads as segment ids and positions.
       item_log_q: ``[n_items + 1]`` log probabilities of popularity negatives, or None.
       rejected_log_q: the same for ORPO's ``popularity`` rejected items, or None.
 
@@ -126,6 +137,7 @@ class TrainStep:
         n_layers: int = 0,
         item_log_q: np.ndarray | None = None,
         rejected_log_q: np.ndarray | None = None,
+        packed: bool = False,
     ) -> None:
         model.train()
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -137,7 +149,9 @@ class TrainStep:
         orpo = train_cfg.orpo
         self.batch_fields = BATCH_FIELDS
         if orpo is not None and orpo.rejected == "disliked":
-            self.batch_fields = (*BATCH_FIELDS, "ratings")
+            self.batch_fields = (*self.batch_fields, "ratings")
+        if packed:
+            self.batch_fields = (*self.batch_fields, *PACKED_FIELDS)
         self.metric_keys = self.optimizer.metric_keys + (ORPO_METRICS if orpo else ())
         transfer = train_cfg.transfer
         constants = {
@@ -166,7 +180,12 @@ class TrainStep:
             constants: dict[str, Any],
         ) -> tuple[jax.Array, dict[str, jax.Array]]:
             net = nnx.merge(self.graphdef, params, constants["rest"])
-            hidden_BxLxD = net(batch["inputs"], rngs=nnx.Rngs(dropout=dropout_key))
+            hidden_BxLxD = net(
+                batch["inputs"],
+                batch.get("slots"),
+                segments_BxL=batch.get("segments"),
+                rngs=nnx.Rngs(dropout=dropout_key),
+            )
             table_VxD = net.item_table()
             loss_sum, count = compute_loss(
                 hidden_BxLxD,
@@ -278,7 +297,7 @@ class TrainStep:
             out_shardings=(rep, rep),
             donate_argnums=0,
         )
-        self._compiled: Any = None
+        self._compiled: dict[int, Any] = {}  # batch rows -> the step compiled for them
 
     def init_state(self) -> TrainState:
         """The initial train state (a copy of the model's parameters, fresh optimiser),
@@ -313,33 +332,33 @@ class TrainStep:
             raise ValueError("train.orpo.rejected = disliked needs batches with ratings")
         return jax.device_put(arrays, batch_sharding(self.mesh))
 
-    def compile(self, batch_size: int, max_len: int) -> float:
-        """Compile the step ahead of time for ``[batch_size, max_len]`` batches; seconds."""
+    def compile(self, batch_size: int, max_len: int, packed_rows: int | None = None) -> float:
+        """Compile the step ahead of time for ``[batch_size, max_len]`` batches (and, with
+        packing, ``[packed_rows, max_len]`` ones); seconds."""
         check_divisible(batch_size, self.mesh, "train.batch_size")
         start = time.perf_counter()
-        batch = {
-            "inputs": jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32),
-            "targets": jax.ShapeDtypeStruct((batch_size, max_len), jnp.int32),
-            "mask": jax.ShapeDtypeStruct((batch_size, max_len), jnp.bool_),
-            "ratings": jax.ShapeDtypeStruct((batch_size, max_len), jnp.float32),
-        }
-        batch = {name: batch[name] for name in self.batch_fields}
         scalar_i, scalar_f = (
             jax.ShapeDtypeStruct((), jnp.int32),
             jax.ShapeDtypeStruct((), jnp.float32),
         )
-        self._compiled = self._jitted.lower(
-            self.abstract_state(), batch, self._constants, scalar_i, scalar_f, scalar_i
-        ).compile()
+        for rows in dict.fromkeys([batch_size, packed_rows or batch_size]):
+            batch = {
+                name: jax.ShapeDtypeStruct((rows, max_len), dtype)
+                for name, dtype in BATCH_DTYPES.items()
+                if name in self.batch_fields
+            }
+            self._compiled[rows] = self._jitted.lower(
+                self.abstract_state(), batch, self._constants, scalar_i, scalar_f, scalar_i
+            ).compile()
         return time.perf_counter() - start
 
     def memory_bytes(self) -> dict[str, int]:
         """XLA's memory plan of the compiled step (after :meth:`compile`), in bytes:
         ``arguments`` (state, batch, constants), ``outputs``, ``temporaries`` (activations
         and workspace) and ``peak`` (their sum less the donated buffers it reuses)."""
-        if self._compiled is None:
+        if not self._compiled:
             raise RuntimeError("compile() the step before asking for its memory plan")
-        plan = self._compiled.memory_analysis()
+        plan = self._compiled[max(self._compiled)].memory_analysis()  # the unpacked shape
         sizes = {
             "arguments": int(plan.argument_size_in_bytes),
             "outputs": int(plan.output_size_in_bytes),
@@ -356,7 +375,7 @@ class TrainStep:
         tokens_seen: int,
         accumulation: int = 1,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        fn = self._jitted if self._compiled is None else self._compiled
+        fn = self._compiled.get(batch["inputs"].shape[0], self._jitted)
         return fn(
             state,
             batch,

@@ -17,7 +17,7 @@ def time_steps(config: RunConfig, n_steps: int) -> float:
     then ``n_steps`` real steps, and returns their mean wall time.
     """
     parts = build_run(config, progress=False)
-    parts.step.compile(config.train.batch_size, config.data.max_len)
+    parts.step.compile(config.train.batch_size, config.data.max_len, parts.sampler.packed_rows)
     state = parts.step.init_state()
     tokens = 0
     start = 0.0
@@ -25,7 +25,7 @@ def time_steps(config: RunConfig, n_steps: int) -> float:
         if k == 2:
             jax.block_until_ready(state)
             start = time.perf_counter()
-        batch = parts.sampler.batch(k)
+        batch = parts.sampler.as_trained(parts.sampler.batch(k))
         state, _ = parts.step(state, parts.step.put_batch(batch), k, tokens)
         tokens += batch.n_targets
     jax.block_until_ready(state)
