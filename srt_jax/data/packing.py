@@ -21,9 +21,9 @@ unpacked computation.
 The number of rows ``R`` is fixed for a run (one compiled step shape): :func:`rows_for`
 packs a sample of the run's first batches and picks the ``R`` with the fewest rows computed
 on average. A batch that does not fit in ``R`` rows is trained unpacked (a second compiled
-shape). Where ``R`` would
-be the batch size (windows that fill their rows, e.g. MovieLens-100K at L = 50) the run is
-not packed at all: the segment mask would cost time and save no row.
+shape). Where ``R`` would be the batch size (windows that fill their rows, e.g.
+MovieLens-100K at L = 50) the run is not packed at all: the segment mask would cost time
+and save no row.
 """
 
 from __future__ import annotations
@@ -103,30 +103,28 @@ def pack_batch(batch: Batch, rows: int) -> Batch | None:
     dst_r = np.broadcast_to(row[placed][:, None], real.shape)[real]
     dst_c = (column[placed][:, None] + j[None, :])[real]
 
-    def moved(x: np.ndarray, fill: int | float) -> np.ndarray:
-        out = np.full((rows, L), fill, x.dtype)
-        out[dst_r, dst_c] = x[src_b, src_c]
+    def placed_at(values: np.ndarray, fill: int | float, dtype: np.dtype) -> np.ndarray:
+        """``[rows, L]`` of ``values`` (one per moved position) at their destinations."""
+        out = np.full((rows, L), fill, dtype)
+        out[dst_r, dst_c] = values
         return out
+
+    def moved(x: np.ndarray, fill: int | float) -> np.ndarray:
+        return placed_at(x[src_b, src_c], fill, x.dtype)
 
     segment_of_window = np.zeros(B, np.int32)
     for r in range(used):  # k-th window placed in a row (left to right) -> segment k
         in_row = placed[row[placed] == r]
         segment_of_window[in_row[np.argsort(column[in_row])]] = np.arange(1, len(in_row) + 1)
-    segments = np.zeros((rows, L), np.int32)
-    segments[dst_r, dst_c] = segment_of_window[src_b]
-    slots = np.zeros((rows, L), np.int32)
-    slots[dst_r, dst_c] = src_c
-    user = np.full((rows, L), -1, np.int64)
-    user[dst_r, dst_c] = batch.user[src_b]
     return Batch(
         inputs=moved(batch.inputs, 0),
         targets=moved(batch.targets, 0),
         mask=moved(batch.mask, False),
         positions=moved(batch.positions, -1),
-        user=user,
+        user=placed_at(batch.user[src_b], -1, np.int64),
         ratings=None if batch.ratings is None else moved(batch.ratings, 0.0),
-        segments=segments,
-        slots=slots,
+        segments=placed_at(segment_of_window[src_b], 0, np.int32),
+        slots=placed_at(src_c, 0, np.int32),
     )
 
 
