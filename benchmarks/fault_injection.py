@@ -6,7 +6,9 @@ completion uninterrupted once (the reference), then again in another root while
 ``--kills`` times one of these is killed with SIGKILL at a random moment — the launcher
 (``srt-jax sweep run``, its workers orphaned), one worker process (mid-step, mid-checkpoint
 or mid-evaluation), or a ``sweep export`` — after which the sweep is simply run again, as a
-user would. At the end the sweep is finished and checked:
+user would. With ``--backend ray`` the sweeps run as Ray tasks on a local Ray cluster that
+this script starts once (the launcher is then the Ray driver, and a worker is the Ray worker
+process running a run's task). At the end the sweep is finished and checked:
 
 - runs lost: runs of the spec that are not ``done`` in the registry;
 - runs duplicated: runs whose ``metrics.jsonl`` repeats or skips a record (its train and eval
@@ -16,6 +18,7 @@ user would. At the end the sweep is finished and checked:
 - exports: the final export's ``runs.csv`` must list every run once.
 
     python benchmarks/fault_injection.py [--kills 20] [--seed 0] [--workers 2]
+        [--backend local|ray]
 
 Latest figures: docs/reliability.md. Exit status 1 if any count is not 0.
 """
@@ -23,6 +26,7 @@ Latest figures: docs/reliability.md. Exit status 1 if any count is not 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import random
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -77,21 +82,34 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "srt_jax.cli", *args]
 
 
-def run_sweep(spec: Path, root: Path, workers: int) -> subprocess.Popen:
-    """Launch ``sweep run`` with ``workers`` local worker processes."""
-    options = [*RUN_OPTIONS, "--workers", str(workers)]
-    return subprocess.Popen(
-        cli("sweep", "run", str(spec), "--root", str(root), *options),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: workers can be found and killed
-    )
+class Sweeps:
+    """Launches ``sweep run`` with ``workers`` runs at a time, as local worker processes or,
+    given a Ray cluster's ``address``, as Ray tasks."""
 
+    def __init__(self, workers: int, ray_address: str | None) -> None:
+        self.workers, self.ray_address = workers, ray_address
 
-def workers_of(launcher: subprocess.Popen) -> list[int]:
-    """Process ids of the launcher's worker processes (its children)."""
-    found = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
+    def launch(self, spec: Path, root: Path) -> subprocess.Popen:
+        options = [*RUN_OPTIONS, "--workers", str(self.workers)]
+        if self.ray_address:
+            options += ["--backend", "ray", "--address", self.ray_address]
+        return subprocess.Popen(
+            cli("sweep", "run", str(spec), "--root", str(root), *options),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: workers can be found and killed
+        )
+
+    def workers_of(self, launcher: subprocess.Popen) -> list[int]:
+        """Process ids of the processes running the launcher's runs: its children, or the
+        Ray workers running a task (Ray titles them ``ray::ray_task``)."""
+        pattern = ["-f", "^ray::ray_task"] if self.ray_address else ["-P", str(launcher.pid)]
+        found = subprocess.run(["pgrep", *pattern], capture_output=True, text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
+    def window_s(self, rng: random.Random) -> float:
+        """Seconds from a launch to its kill (Ray's drivers and workers start slower)."""
+        return rng.uniform(5.0, 20.0) if self.ray_address else rng.uniform(3.0, 12.0)
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -100,7 +118,9 @@ def metrics(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
-def inject(spec: Path, root: Path, kills: int, rng: random.Random, workers: int) -> dict[str, int]:
+def inject(
+    spec: Path, root: Path, kills: int, rng: random.Random, sweeps: Sweeps
+) -> dict[str, int]:
     """``kills`` random SIGKILLs while the sweep at ``root`` runs; the kinds killed."""
     killed = {"launcher": 0, "worker": 0, "export": 0}
     for k in range(kills):
@@ -117,14 +137,17 @@ def inject(spec: Path, root: Path, kills: int, rng: random.Random, workers: int)
                 killed[kind] += 1
             exporting.wait()
             continue
-        launcher = run_sweep(spec, root, workers)
-        time.sleep(rng.uniform(3.0, 12.0))
+        launcher = sweeps.launch(spec, root)
+        time.sleep(sweeps.window_s(rng))
         if launcher.poll() is not None:  # the sweep finished before the kill
             print(f"kill {k + 1}: the sweep had finished", flush=True)
             break
-        if kind == "worker" and (pids := workers_of(launcher)):
-            os.kill(rng.choice(pids), signal.SIGKILL)
-            time.sleep(rng.uniform(1.0, 4.0))  # the launcher replaces it; then stop all
+        if kind == "worker":
+            if not (pids := sweeps.workers_of(launcher)):
+                kind = "launcher"  # no run was running yet: the launcher is what gets killed
+            else:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                time.sleep(rng.uniform(1.0, 4.0))  # the launcher replaces it; then stop all
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait()
         killed[kind] += 1
@@ -164,23 +187,47 @@ def check(root: Path, reference: Path) -> dict[str, int]:
     return counts
 
 
+@contextlib.contextmanager
+def ray_cluster(args: argparse.Namespace) -> Iterator[str | None]:
+    """With ``--backend ray``, a local Ray cluster of ``--workers`` CPUs for the duration;
+    its address (None for local workers)."""
+    if args.backend != "ray":
+        yield None
+        return
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # drivers in other processes connect freely
+    ray.init(
+        num_cpus=args.workers,
+        include_dashboard=False,
+        object_store_memory=100_000_000,
+        configure_logging=False,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs (20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule (0)")
-    parser.add_argument("--workers", type=int, default=2, help="local workers per launch (2)")
+    parser.add_argument("--workers", type=int, default=2, help="runs at a time per launch (2)")
+    parser.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="how runs are run (local)"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, ray_cluster(args) as address:
         work = Path(scratch)
         spec = write_spec(work)
+        sweeps = Sweeps(args.workers, address)
         started = time.perf_counter()
-        reference = run_sweep(spec, work / "reference", args.workers)
-        reference.wait()
+        sweeps.launch(spec, work / "reference").wait()
         print(f"reference sweep: {time.perf_counter() - started:.0f} s", flush=True)
-        killed = inject(spec, work / "faults", args.kills, rng, args.workers)
-        final = run_sweep(spec, work / "faults", args.workers)
-        final.wait()
+        killed = inject(spec, work / "faults", args.kills, rng, sweeps)
+        sweeps.launch(spec, work / "faults").wait()
         counts = check(work / "faults", work / "reference")
         with Registry(work / "faults") as registry:
             attempts = sum(run["attempts"] for run in registry.runs())

@@ -32,7 +32,7 @@ from srt_jax.errors import SrtJaxError
 TEXT_FORMATS = ("movielens", "recbole", "amazon", "csv")
 """The formats read from text files."""
 FORMATS = (*TEXT_FORMATS, "parquet")
-"""Every format fuzzed (TFDS datasets are built by TFDS, which checks its own files)."""
+"""The formats fuzzed as files (TFDS datasets, directories: tests/fuzz_tfds.py)."""
 CSV_OPTIONS = ReadOptions(user_col="user", item_col="item", time_col="ts")
 
 
@@ -149,8 +149,7 @@ def check_outcome(
     fmt: str, data: bytes, gzipped: bool, work: Path, *, skip_bad_rows: bool = False
 ) -> str:
     """Prepare a store from ``data`` in ``work`` (by default a bad row is an error; with
-    ``skip_bad_rows``, the lenient mode); ``"store"`` or ``"error"``, the only two outcomes
-    allowed (an AssertionError says what else happened; other exceptions pass up)."""
+    ``skip_bad_rows``, the lenient mode): :func:`check_prepared` of the file written."""
     work.mkdir(parents=True, exist_ok=True)
     name = {
         "movielens": "u.data",
@@ -160,9 +159,23 @@ def check_outcome(
     }
     path = work / (name.get(fmt, "log.csv") + (".gz" if gzipped else ""))
     path.write_bytes(data)
+    options = CSV_OPTIONS if fmt in ("csv", "parquet") else None
+    return check_prepared(path, fmt, work, options, skip_bad_rows=skip_bad_rows)
+
+
+def check_prepared(
+    path: Path,
+    fmt: str,
+    work: Path,
+    options: ReadOptions | None,
+    *,
+    skip_bad_rows: bool = False,
+) -> str:
+    """Prepare ``work/store`` from the input at ``path``; ``"store"`` or ``"error"``, the only
+    two outcomes allowed (an AssertionError says what else happened; other exceptions pass
+    up)."""
     out = work / "store"
     before = set(work.iterdir())
-    options = CSV_OPTIONS if fmt in ("csv", "parquet") else None
     try:
         result = prepare_store(
             path, fmt, out, read_options=options, skip_bad_rows=skip_bad_rows, progress=False

@@ -5,7 +5,7 @@ traceback and never a partial store (the inputs and the check: tests/fuzz_inputs
 import gzip
 
 import pytest
-from fuzz_inputs import FORMATS, TEXT_FORMATS, check_outcome, make_input
+from fuzz_inputs import FORMATS, TEXT_FORMATS, check_outcome, check_prepared, make_input
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,3 +51,18 @@ def test_arbitrary_bytes_give_a_store_or_a_clear_error(fmt, data, gzipped, tmp_p
 def test_the_inputs_that_once_gave_a_traceback(fmt, seed, tmp_path):
     data, gzipped = make_input(fmt, seed)
     assert check_outcome(fmt, data, gzipped, tmp_path) in {"store", "error"}
+
+
+@pytest.mark.parametrize("skip_bad_rows", [False, True])
+def test_tfds_datasets_with_random_features_and_damage_give_a_store_or_a_clear_error(
+    skip_bad_rows, tmp_path
+):
+    from fuzz_tfds import make_tfds_input
+
+    outcomes = set()
+    for seed in range(40):
+        work = tmp_path / str(seed)
+        work.mkdir()
+        dataset, options = make_tfds_input(seed, work)
+        outcomes.add(check_prepared(dataset, "tfds", work, options, skip_bad_rows=skip_bad_rows))
+    assert outcomes == {"store", "error"}

@@ -153,3 +153,72 @@ def test_tfds_errors_name_the_feature_or_split(tmp_path, store, options, message
     with pytest.raises(DataError, match=message):
         prepare_store(dataset_dir, "tfds", tmp_path / "s", read_options=options, progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def sequence_dataset(tmp_path, timestamps_of_second, user_type=np.int64):
+    """Three users' histories; the second one's timestamps are ``timestamps_of_second``."""
+    from fuzz_tfds import FuzzTfds
+
+    def example(user, items, timestamps):
+        return {
+            "user": user,
+            "items": np.array(items, np.int64),
+            "timestamps": np.array(timestamps, np.int64),
+        }
+
+    features = {
+        "user": user_type,
+        "items": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+        "timestamps": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+    }
+    examples = [
+        example(1, [5, 6], [1, 2]),
+        example(2, [5, 7, 8], timestamps_of_second),
+        example(3, [6], [4]),
+    ]
+    builder = FuzzTfds(
+        features=features,
+        examples=examples,
+        data_dir=str(tmp_path / "tfds"),
+        file_format="array_record",
+    )
+    builder.download_and_prepare(download_dir=str(tmp_path / "downloads"))
+    return builder.data_dir
+
+
+def test_an_example_whose_features_differ_in_length_is_a_bad_row(tmp_path):
+    dataset = sequence_dataset(tmp_path, [1, 2])  # 3 items, 2 timestamps
+    with pytest.raises(DataError, match=r"example 2: 1-D features of different lengths"):
+        prepare_store(dataset, "tfds", tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+    result = prepare_store(dataset, "tfds", tmp_path / "s", skip_bad_rows=True, progress=False)
+    assert result.store.user_ids().tolist() == [1, 3]
+    assert result.store.items.tolist() == [1, 2, 2]  # items 5, 6 and 6
+    assert result.bad_rows.by_reason == {"1-D features of different lengths": 1}
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("dataset_info.json", r"cannot read dataset_info.json or features.json \(damaged\?\)"),
+        (
+            "fuzz_tfds-train.array_record-00000-of-00001",
+            "example 1 has no user, items, timestamps: its file is damaged",
+        ),
+    ],
+)
+def test_a_damaged_or_missing_file_is_named(tmp_path, damage, message):
+    dataset = sequence_dataset(tmp_path, [1, 2, 3])
+    target = tmp_path / "tfds" / "fuzz_tfds" / "1.0.0" / damage
+    target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
+    with pytest.raises(DataError, match=f"TFDS dataset '{dataset}': {message}"):
+        prepare_store(dataset, "tfds", tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_float_id_feature_is_an_error_naming_the_dataset(tmp_path):
+    dataset = sequence_dataset(tmp_path, [1, 2, 3], user_type=np.float32)
+    with pytest.raises(
+        DataError, match=f"TFDS dataset '{dataset}': user id column has type double"
+    ):
+        prepare_store(dataset, "tfds", tmp_path / "s", progress=False)

@@ -29,9 +29,11 @@ REASONS = (
     "missing or empty item id",
     "missing or non-numeric time",
     "missing or non-numeric rating",
+    "1-D features of different lengths",
 )
 FIELD_COUNT, MALFORMED_JSON, NOT_UTF8 = 1, 2, 3
 EMPTY_USER, EMPTY_ITEM, BAD_TIME, BAD_RATING = 4, 5, 6, 7
+UNEQUAL_LENGTHS = 8
 
 
 @dataclass(frozen=True)
