@@ -229,3 +229,19 @@ def test_approach3_rejects_unusable_points():
         fit_approach3(np.ones(3), np.ones(3), np.ones(3))
     with pytest.raises(DataError, match="finite positive loss"):
         fit_approach3(np.full(6, 1e8), np.full(6, 1e10), np.array([2.0] * 5 + [np.nan]))
+
+
+def exponents_of(sample: ScalingPoints) -> dict[str, float]:
+    """A picklable bootstrap estimator (worker processes are spawned)."""
+    law = fit_approach3(sample.n_total, sample.tokens, sample.loss).law
+    return {"alpha": law.alpha, "beta": law.beta}
+
+
+def test_bootstrap_in_worker_processes_equals_one_process():
+    points = synthetic_points(seed=5, sigma=0.01)
+    one = bootstrap_runs(points, exponents_of, n_resamples=60, seed=3, show_progress=False)
+    two = bootstrap_runs(
+        points, exponents_of, n_resamples=60, seed=3, workers=2, show_progress=False
+    )
+    for name in ("alpha", "beta"):
+        np.testing.assert_array_equal(one.samples[name], two.samples[name])

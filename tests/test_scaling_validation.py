@@ -99,3 +99,17 @@ def test_a_term_fitted_to_nothing_leaves_its_exponent_not_identified(tmp_path):
     assert check["term_shares"]["alpha"] < 1e-3 <= check["term_shares"]["beta"]
     assert not check["ok"] and "the N term is at most" in check["detail"]
     assert "alpha is not identified" in " ".join(report.grade["reasons"])
+
+
+def test_bootstrap_worker_processes_give_the_same_estimates(tmp_path):
+    points = load_points(isoflop_csv(tmp_path / "points.csv"))  # approach 2 is resampled too
+    samples = [
+        analyse(
+            points, FitOptions(bootstrap=30, workers=workers, show_progress=False)
+        ).bootstrap.samples
+        for workers in (1, 2)
+    ]
+    assert "approach2_a" in samples[0]
+    assert samples[0].keys() == samples[1].keys()
+    for name, values in samples[0].items():
+        np.testing.assert_array_equal(values, samples[1][name], err_msg=name)

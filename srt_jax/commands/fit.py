@@ -7,7 +7,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from srt_jax.commands.argtypes import non_negative_int, positive_float, positive_float_list
+from srt_jax.commands.argtypes import (
+    non_negative_int,
+    positive_float,
+    positive_float_list,
+    positive_int,
+)
 from srt_jax.commands.output import finish, note
 from srt_jax.config import flat_dict, read_yaml
 from srt_jax.errors import DataError
@@ -74,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="bootstrap resamples of whole runs (default 1000; 0 for none)",
     )
     fit.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    fit.add_argument(
+        "--workers",
+        type=positive_int,
+        help="processes fitting the bootstrap resamples (default: one per CPU, up to 8, from "
+        "200 resamples; the intervals do not depend on it)",
+    )
     fit.add_argument(
         "--flops-per-param-token",
         type=positive_float,
@@ -246,6 +257,7 @@ def run_fit(args: argparse.Namespace) -> int:
         target_compute=args.target_compute,
         bootstrap=args.bootstrap,
         seed=args.seed,
+        workers=args.workers,
         delta=args.huber_delta,
         flops_per_param_token=args.flops_per_param_token,
         holdout_fraction=args.holdout_fraction,

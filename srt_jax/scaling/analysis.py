@@ -13,6 +13,7 @@ reason instead of failing the whole fit.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ from srt_jax.errors import ConfigError, DataError, SrtJaxError
 from srt_jax.scaling.approach1 import Approach1Result, fit_approach1
 from srt_jax.scaling.approach2 import Approach2Result, fit_approach2
 from srt_jax.scaling.approach3 import Approach3Fit, fit_approach3
-from srt_jax.scaling.bootstrap import BootstrapResult, bootstrap_runs
+from srt_jax.scaling.bootstrap import BootstrapResult, bootstrap_runs, default_workers
 from srt_jax.scaling.data_constrained import analyse_data_constrained, repeats_data
 from srt_jax.scaling.frontier import fit_compute_law, fit_metric_law, pareto_frontier
 from srt_jax.scaling.identifiability import identifiability
@@ -42,6 +43,8 @@ class FitOptions:
     ``target_compute`` (FLOPs): None means 10x the largest compute in the data.
     ``extrapolation_factor``, ``max_extrapolation_error``: the extrapolation check and the
     grade of :mod:`srt_jax.scaling.validation`.
+    ``workers``: processes fitting the bootstrap resamples (None: one per CPU, up to 8, from
+    200 resamples; :func:`srt_jax.scaling.bootstrap.default_workers`).
     """
 
     params: ParamsKind = "total"
@@ -57,6 +60,7 @@ class FitOptions:
     show_progress: bool = True
     extrapolation_factor: float = 10.0
     max_extrapolation_error: float = 0.02
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -71,6 +75,7 @@ class FitOptions:
             "extrapolation_factor": self.extrapolation_factor >= 1,
             "max_extrapolation_error": self.max_extrapolation_error > 0,
             "smooth": self.smooth >= 1,
+            "workers": self.workers is None or self.workers >= 1,
         }
         for key, ok in checks.items():
             if not ok:
@@ -112,12 +117,22 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
     approach1 = _try(not_applicable, "approach1", lambda: _approach1(points, n, options))
     approach2 = _try(not_applicable, "approach2", lambda: _approach2(points, n, k, options))
 
-    def estimator(sample: ScalingPoints) -> dict[str, float]:
-        return _estimates(sample, options, k, target, approach1 is not None, approach2)
-
+    estimator = functools.partial(
+        _estimates,
+        options=options,
+        k=k,
+        target=target,
+        with_approach1=approach1 is not None,
+        approach2=approach2,
+    )
     bootstrap = (
         bootstrap_runs(
-            points, estimator, options.bootstrap, options.seed, show_progress=options.show_progress
+            points,
+            estimator,
+            options.bootstrap,
+            options.seed,
+            workers=options.workers or default_workers(options.bootstrap),
+            show_progress=options.show_progress,
         )
         if options.bootstrap
         else None
