@@ -4,8 +4,10 @@ It keeps the run-directory contract that the sweep relies on: ``metrics.jsonl`` 
 (train and eval), a checkpoint every few steps, resuming from it (lines past the checkpoint
 dropped), ``summary.json`` written atomically at the end, status ``failed`` plus a
 TrainingError for a learning rate above 1, and an immediate return for a finished run. Each
-start appends ``run_id start_step pid`` to the file named by ``$FAKE_RUN_LOG``, so tests can
-count executions and see resumes. ``$FAKE_STEP_S`` sets the seconds per step (default 0.05).
+start appends ``run_id start_step pid gpus mem_fraction`` to the file named by
+``$FAKE_RUN_LOG`` (the last two: ``$CUDA_VISIBLE_DEVICES`` and
+``$XLA_PYTHON_CLIENT_MEM_FRACTION``, ``-`` when unset), so tests can count executions, see
+resumes and see the GPUs a run was given. ``$FAKE_STEP_S`` sets the seconds per step (default 0.05).
 The loss follows a known law ``E + A / N^a + B / D^b``.
 """
 
@@ -47,7 +49,11 @@ def train(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> d
     checkpoint = run_dir / "checkpoint.json"
     start = json.loads(checkpoint.read_text())["step"] if checkpoint.exists() else 0
     with open(os.environ["FAKE_RUN_LOG"], "a") as log:
-        log.write(f"{run_id} {start} {os.getpid()}\n")
+        gpus, fraction = (
+            os.environ.get(name) or "-"
+            for name in ("CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+        )
+        log.write(f"{run_id} {start} {os.getpid()} {gpus} {fraction}\n")
     metrics = run_dir / "metrics.jsonl"
     kept = []
     if metrics.exists():

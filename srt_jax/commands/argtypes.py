@@ -26,6 +26,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def gpu_share(text: str) -> float:
+    """GPUs per task as Ray accepts them: 0, a share in (0, 1), or a whole number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value == 0 or 0 < value < 1 or (value >= 1 and value.is_integer())):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected 0, a share between 0 and 1, or a whole number of GPUs"
+        )
+    return value
+
+
 def positive_float_list(text: str) -> tuple[float, ...]:
     """Comma-separated numbers > 0."""
     return tuple(positive_float(part) for part in text.split(",") if part.strip())

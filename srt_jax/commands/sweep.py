@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from srt_jax.commands.argtypes import int_list, positive_float, positive_int
+from srt_jax.commands.argtypes import gpu_share, int_list, positive_float, positive_int
 from srt_jax.commands.output import finish, note
 from srt_jax.config import ModelConfig, from_dict
 from srt_jax.errors import DataError
@@ -80,6 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--cpus-per-run", type=positive_int, default=1, help="Ray: CPUs per task (default 1)"
+    )
+    run.add_argument(
+        "--gpus-per-run",
+        type=gpu_share,
+        default=0.0,
+        help="Ray: GPUs per task, a whole number or a share below 1 (0.5: two runs per GPU); "
+        "each task sees only its GPU (CUDA_VISIBLE_DEVICES, set by Ray) (default 0)",
     )
     run.add_argument(
         "--heartbeat-timeout",
@@ -177,12 +184,18 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from srt_jax.sweep.launch import counts_text, execute_sweep, register_sweep
+    from srt_jax.sweep.launch import (
+        check_backend_options,
+        counts_text,
+        execute_sweep,
+        register_sweep,
+    )
     from srt_jax.sweep.spec import default_root, load_spec
 
     spec = load_spec(args.spec)
     root = Path(args.root) if args.root else default_root(spec)
     resolve_run_fn(args.run_fn)
+    check_backend_options(args.backend, args.gpus_per_run)
     registered = register_sweep(spec, root)
     note(
         args,
@@ -197,6 +210,7 @@ def run_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
         cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
         heartbeat_timeout=args.heartbeat_timeout,
         max_attempts=args.max_attempts,
         run_fn=args.run_fn,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srt_jax.config import RunConfig, to_dict
+from srt_jax.errors import SrtJaxError
 from srt_jax.sweep.plan import make_plan
 from srt_jax.sweep.registry import NewRun, Registry
 from srt_jax.sweep.spec import SweepSpec
@@ -71,6 +72,15 @@ def register_sweep(spec: SweepSpec, root: str | Path) -> Registered:
     return Registered(added, counts, len(plan.skipped))
 
 
+def check_backend_options(backend: str, gpus_per_run: float) -> None:
+    """Raise SrtJaxError for options the executor ``backend`` cannot honour."""
+    if gpus_per_run and backend != "ray":
+        raise SrtJaxError(
+            "--gpus-per-run needs --backend ray (local workers are pinned to CPU cores; "
+            "run one sweep per GPU with CUDA_VISIBLE_DEVICES to share GPUs locally)"
+        )
+
+
 def execute_sweep(
     root: str | Path,
     *,
@@ -78,6 +88,7 @@ def execute_sweep(
     workers: int = 1,
     address: str | None = None,
     cpus_per_run: int = 1,
+    gpus_per_run: float = 0.0,
     heartbeat_timeout: float = 60.0,
     max_attempts: int = 3,
     run_fn: str = DEFAULT_RUN_FN,
@@ -86,10 +97,11 @@ def execute_sweep(
     """Run every unfinished run of the registered sweep at ``root``; final counts per status.
 
     ``backend`` is ``local`` (``workers`` processes on this machine) or ``ray`` (tasks on
-    the Ray cluster at ``address``, each with ``cpus_per_run`` CPUs); ``progress`` shows
-    the sweep's progress bar.
+    the Ray cluster at ``address``, each with ``cpus_per_run`` CPUs and ``gpus_per_run``
+    GPUs); ``progress`` shows the sweep's progress bar.
     """
     resolve_run_fn(run_fn)
+    check_backend_options(backend, gpus_per_run)
     options = {
         "workers": workers,
         "heartbeat_timeout": heartbeat_timeout,
@@ -100,7 +112,13 @@ def execute_sweep(
     if backend == "ray":
         from srt_jax.sweep.ray_backend import run_ray
 
-        return run_ray(root, address=address, cpus_per_run=cpus_per_run, **options)
+        return run_ray(
+            root,
+            address=address,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            **options,
+        )
     from srt_jax.sweep.local import run_local
 
     return run_local(root, **options)

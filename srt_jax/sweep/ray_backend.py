@@ -3,8 +3,15 @@
 The launcher (the Ray driver) is the only process that touches the registry: it claims up
 to K runs, submits each as a task that calls :func:`srt_jax.sweep.worker.run_claimed` (the
 same run function as local workers), keeps the heartbeats of the runs in flight fresh, and
-records each task's outcome. Tasks get ``threads`` CPUs each and matching thread-count
-environment variables; Ray does not retry them (the registry's attempts do). If the driver
+records each task's outcome. Tasks get ``cpus_per_run`` CPUs each and matching
+thread-count environment variables; Ray does not retry them (the registry's attempts do).
+
+With ``gpus_per_run`` a task also holds that many of the cluster's GPUs: a whole number,
+or a share below 1 (0.5: two runs on each GPU). Ray pins each task to its GPUs by setting
+``CUDA_VISIBLE_DEVICES``; with a share, ``XLA_PYTHON_CLIENT_MEM_FRACTION`` limits each
+run's JAX to 90% of its share of the GPU's memory instead of JAX's default 75% of all of it
+(which would leave the second run nothing). A cluster with fewer GPUs than one task needs
+is an error, not a sweep that waits forever. If the driver
 dies, Ray ends its tasks, their heartbeats expire and the next ``sweep run`` reclaims them;
 they resume from their checkpoints.
 
@@ -37,6 +44,9 @@ from srt_jax.sweep.worker import (
     worker_name,
 )
 
+GPU_MEMORY_USE = 0.9
+"""Share of its part of a GPU's memory that a run sharing the GPU lets JAX take."""
+
 
 def ray_task(config: dict[str, Any], run_dir: str, cache_dir: str, run_fn: str) -> RunOutcome:
     """The body of one Ray task: run (or resume) one run on a Ray worker."""
@@ -52,6 +62,7 @@ def run_ray(
     max_attempts: int,
     run_fn: str = DEFAULT_RUN_FN,
     cpus_per_run: int = 1,
+    gpus_per_run: float = 0.0,
     progress: bool = True,
 ) -> dict[str, int]:
     """Run every unfinished run of the sweep at ``root`` as Ray tasks, ``workers`` at a time.
@@ -67,12 +78,19 @@ def run_ray(
         ) from None
     root = Path(root).resolve()
     env_vars = worker_environment({}, cpus_per_run)
+    if 0 < gpus_per_run < 1:
+        env_vars["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{GPU_MEMORY_USE * gpus_per_run:.3f}"
     ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env_vars})
     try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus < gpus_per_run:
+            raise SrtJaxError(f"--gpus-per-run {gpus_per_run:g}: the Ray cluster has {gpus:g} GPUs")
         with Registry(root) as registry:
             driver = _RayDriver(
                 registry,
-                ray.remote(ray_task).options(num_cpus=cpus_per_run, max_retries=0),
+                ray.remote(ray_task).options(
+                    num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0
+                ),
                 workers=workers,
                 heartbeat_timeout=heartbeat_timeout,
                 max_attempts=max_attempts,
