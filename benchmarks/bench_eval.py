@@ -6,14 +6,20 @@ items) and each ``--shape``, builds the run's real :class:`~srt_jax.train.evalua
 with an untrained model and times, per ``eval.batch_users`` value of ``--users``:
 
 - **reference**: the ranking as it was before ``last_hidden`` — the model's full forward
-  over every position of each window, of which only the last is scored — at ``eval.batch_users``
-  256 (the default then);
-- **last position**: today's ranking (the last block computes the scored position only).
+  over every position of each max_len window, of which only the last is scored — at
+  ``eval.batch_users`` 256 (the default then);
+- **last position, full width**: the last block computes the scored position only, every
+  window at max_len columns;
+- **last position**: today's ranking: also users in order of context length, each chunk
+  at the narrowest of the context widths 16, 32, 64, ... max_len that holds it.
 
 Ranking (valid + test) and the held-out loss are timed apart. The machine is shared, so the
 variants are timed in interleaved rounds and each keeps its fastest round. Every variant's
-ranks must equal the reference's exactly and its held-out loss within 1e-6 relative (the
-sums of a different chunking), else the script fails.
+held-out loss must agree with the reference's within 1e-6 relative (the sums of a different
+chunking), and its ranks must equal the reference's but for rounding: an untrained model
+scores many items almost alike, so computing the last position alone (other matmul shapes,
+other rounding) can move a target past a near-tie. At most 0.5% of the ranks may differ,
+each by at most 1; the count is printed. Anything else fails the script.
 
     python benchmarks/bench_eval.py [--config configs/ml100k_sasrec.yaml]
                                     [--shapes small large] [--users 32 64 128 256]
@@ -42,13 +48,21 @@ SHAPES = {
 REFERENCE_USERS = 256
 
 
-class FullForwardEvaluator(Evaluator):
+class FullWidthEvaluator(Evaluator):
+    """Every ranking chunk at ``max_len`` columns."""
+
+    context_buckets = False
+
+
+class FullForwardEvaluator(FullWidthEvaluator):
     """The ranking as it was: the full forward, then the last position's hidden state."""
 
-    def _rank_fn(self, params, rest, inputs_UxL, targets_U, seen_UxA, *candidates_UxY):
+    def _rank_fn(
+        self, params, rest, inputs_UxL, positions_UxL, targets_U, seen_UxA, *candidates_UxY
+    ):
         net = self._model(params, rest)
         return rank_targets(
-            net(inputs_UxL)[:, -1],
+            net(inputs_UxL, positions_UxL)[:, -1],
             net.item_table(),
             targets_U,
             seen_UxA,
@@ -82,16 +96,28 @@ def full_evaluation(evaluator: Evaluator, params: nnx.State) -> tuple[np.ndarray
     return np.array([ranked - start, time.perf_counter() - ranked]), results
 
 
-def same_results(got: dict, want: dict) -> bool:
-    """Ranks equal; held-out losses within 1e-6 relative."""
-    ranks_equal = all(
-        np.array_equal(g, w)
+def rank_differences(got: dict, want: dict) -> tuple[int, int, int]:
+    """(ranks that differ, their largest difference, ranks compared) over both splits,
+    unfiltered and filtered."""
+    pairs = [
+        (np.asarray(g), np.asarray(w))
         for split in ("valid", "test")
         for g, w in zip(got[split], want[split], strict=True)
-    )
+    ]
+    differ = sum(int((g != w).sum()) for g, w in pairs)
+    largest = max(int(np.abs(g - w).max(initial=0)) for g, w in pairs)
+    return differ, largest, sum(w.size for _, w in pairs)
+
+
+def same_results(got: dict, want: dict) -> tuple[bool, str]:
+    """Whether ``got`` equals ``want`` but for rounding (module docstring), and how."""
+    differ, largest, compared = rank_differences(got, want)
+    ranks_ok = differ <= 0.005 * compared and largest <= 1
+    how = "equal" if differ == 0 else f"{differ} of {compared} ranks differ by 1"
     if want["heldout"] is None:
-        return ranks_equal and got["heldout"] is None
-    return ranks_equal and abs(got["heldout"] - want["heldout"]) <= 1e-6 * abs(want["heldout"])
+        return ranks_ok and got["heldout"] is None, how
+    close = abs(got["heldout"] - want["heldout"]) <= 1e-6 * abs(want["heldout"])
+    return ranks_ok and close, how
 
 
 def bench_shape(config_path: Path, overrides: list[str], users: list[int], rounds: int) -> None:
@@ -99,6 +125,10 @@ def bench_shape(config_path: Path, overrides: list[str], users: list[int], round
     parts = build_run(load_config(config_path, overrides), progress=False)
     _, params, _ = nnx.split(parts.model, nnx.Param, ...)
     variants = {"reference": evaluator_for(parts, REFERENCE_USERS, FullForwardEvaluator)}
+    for n in users:
+        variants[f"last position, full width, {n} users"] = evaluator_for(
+            parts, n, FullWidthEvaluator
+        )
     for n in users:
         variants[f"last position, {n} users"] = evaluator_for(parts, n, Evaluator)
     best = {name: np.full(2, np.inf) for name in variants}
@@ -118,12 +148,13 @@ def bench_shape(config_path: Path, overrides: list[str], users: list[int], round
     print("| --- | --- | --- | --- | --- | --- |")
     reference = best["reference"]
     for name, seconds in best.items():
-        if not same_results(results[name], results["reference"]):
-            raise SystemExit(f"{name}: results differ from the reference")
+        same, how = same_results(results[name], results["reference"])
+        if not same:
+            raise SystemExit(f"{name}: results differ from the reference ({how})")
         ratio = reference / seconds
         print(
             f"| {name} | {seconds[0] * 1e3:.0f} | {ratio[0]:.2f}x | {seconds[1] * 1e3:.0f} "
-            f"| {ratio[1]:.2f}x | equal |"
+            f"| {ratio[1]:.2f}x | {how} |"
         )
 
 

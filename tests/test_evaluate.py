@@ -10,7 +10,7 @@ from srt_jax.config import EvalConfig, ModelConfig
 from srt_jax.data.splits import make_split
 from srt_jax.data.store import SequenceStore, write_store
 from srt_jax.models.factory import build_model
-from srt_jax.train.evaluate import BATCH_USERS, Evaluator, rank_targets
+from srt_jax.train.evaluate import BATCH_USERS, Evaluator, context_widths, rank_targets
 from srt_jax.train.step import data_mesh
 
 rng = np.random.default_rng(0)
@@ -100,11 +100,10 @@ def tiny_store(tmp_path_factory):
     return SequenceStore(path)
 
 
-def _evaluator(store, eval_cfg, max_len=8):
+def _evaluator(store, eval_cfg, max_len=8, model_cfg=None):
     split = make_split(store, heldout_fraction=0.2, seed=0)
-    model = build_model(
-        ModelConfig(d_model=16, n_layers=1, n_heads=2), store.n_items, max_len, nnx.Rngs(0)
-    )
+    model_cfg = model_cfg or ModelConfig(d_model=16, n_layers=1, n_heads=2)
+    model = build_model(model_cfg, store.n_items, max_len, nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)
     evaluator = Evaluator(
         model,
@@ -203,3 +202,48 @@ def test_compiled_evaluation_equals_jitted(tiny_store):
     np.testing.assert_array_equal(before[0][0], after[0][0])
     assert before[1] == after[1]
     jax.block_until_ready(params)
+
+
+def test_context_widths_double_from_16_and_end_at_max_len():
+    assert context_widths(8) == [8]
+    assert context_widths(40) == [16, 32, 40]
+    assert context_widths(200) == [16, 32, 64, 128, 200]
+    assert context_widths(256) == [16, 32, 64, 128, 256]
+
+
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        ModelConfig(d_model=16, n_layers=2, n_heads=2),
+        ModelConfig(d_model=16, n_layers=2, n_heads=2, positions="rope"),
+        ModelConfig(d_model=16, n_layers=2, backbone="mamba"),
+    ],
+    ids=["learned", "rope", "mamba"],
+)
+def test_ranking_at_shorter_context_widths_equals_the_full_window(tiny_store, model_cfg):
+    """Histories of 3-30 items at max_len 40: chunks at widths 16, 32 and 40, every real item
+    at its full-window position; the ranks are those of the full left-padded windows."""
+    max_len = 40
+    model, params, split, evaluator = _evaluator(
+        tiny_store, EvalConfig(batch_users=4), max_len, model_cfg
+    )
+    evaluator.compile()
+    plan = evaluator._plans["test"]
+    assert set(plan.contexts) == {16, 32}  # contexts of at most 29 items, 4 users a chunk
+    ranks, filtered = evaluator.ranks(params, "test")
+    model.eval()
+    items = np.asarray(tiny_store.items)
+    targets = split.test
+    inputs = np.stack(
+        [
+            _numpy_context(items, s, p, max_len)
+            for s, p in zip(targets.context_start, targets.target_pos, strict=True)
+        ]
+    )
+    hidden = np.asarray(model(jnp.asarray(inputs))[:, -1])
+    seen = [items[s:p] for s, p in zip(targets.context_start, targets.target_pos, strict=True)]
+    expected, expected_filtered = brute_force_ranks(
+        hidden, np.asarray(model.item_table()), items[targets.target_pos], seen
+    )
+    np.testing.assert_array_equal(ranks, expected)
+    np.testing.assert_array_equal(filtered, expected_filtered)

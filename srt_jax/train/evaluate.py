@@ -23,6 +23,13 @@ from the candidates every item of the user's history before the target — all o
 only the last ``max_len`` — except the target itself (RecBole-style: a repeated target is
 still ranked, its earlier occurrences do not remove it).
 
+Users are ranked in order of their context length, and each chunk of users reads only the
+last W columns of its windows, W the smallest of :func:`context_widths` that holds its
+longest context, with positions ``max_len - W .. max_len - 1`` so that every real item keeps
+the position it has in the full window: the scores are those of the full, left-padded
+window (padding never influences a real position) but for float rounding, at a fraction
+of its cost where most contexts are shorter than ``max_len``.
+
 Memory stays bounded as the catalog grows: users are processed in chunks of
 ``eval.batch_users`` and, inside the jitted ranking, items in chunks of ``eval.item_chunk``
 with a running count of the items scoring at or above the target, so no ``[users, n_items]``
@@ -35,6 +42,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import jax
@@ -138,6 +146,11 @@ class Evaluator:
     Methods take the parameter state (``nnx.State`` of :class:`nnx.Param`) to evaluate.
     """
 
+    context_buckets = True
+    """Rank chunks of users at the context widths of :func:`context_widths` (False: every
+    chunk at ``max_len``, as before: the same scores but for rounding; a reference for
+    ``benchmarks/bench_eval.py``)."""
+
     def __init__(
         self,
         model: nnx.Module,
@@ -169,10 +182,10 @@ class Evaluator:
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), params
         )
         self._loss: Any = jax.jit(self._loss_fn, in_shardings=(rep, rep, rows, rows, rows))
-        n_row_args = 3 if self.candidates is None else 4  # + candidates when sampled
+        n_row_args = 4 if self.candidates is None else 5  # + candidates when sampled
         self._rank_jit = jax.jit(self._rank_fn, in_shardings=(rep, rep) + (rows,) * n_row_args)
-        self._rank_compiled: dict[int, Any] = {}
-        self._widths = {which: _history_width(getattr(split, which)) for which in ("valid", "test")}
+        self._rank_compiled: dict[tuple[int, int], Any] = {}
+        self._plans = {which: self._plan(getattr(split, which)) for which in ("valid", "test")}
 
     # ------------------------------------------------------------------ jitted kernels
 
@@ -183,9 +196,11 @@ class Evaluator:
         net = self._model(params, rest)
         return full_softmax_loss(net(inputs_BxL), net.item_table(), targets_BxL, mask_BxL)
 
-    def _rank_fn(self, params, rest, inputs_UxL, targets_U, seen_UxA, *candidates_UxY):
+    def _rank_fn(
+        self, params, rest, inputs_UxL, positions_UxL, targets_U, seen_UxA, *candidates_UxY
+    ):
         net = self._model(params, rest)
-        hidden_UxD = net.last_hidden(inputs_UxL)
+        hidden_UxD = net.last_hidden(inputs_UxL, positions_UxL)
         return rank_targets(
             hidden_UxD,
             net.item_table(),
@@ -210,10 +225,17 @@ class Evaluator:
             self._loss = self._loss.lower(
                 params, rest, arg(rows, L), arg(rows, L), arg(rows, L, dtype=jnp.bool_)
             ).compile()
-        for width in set(self._widths.values()):
+        shapes = {(c, plan.seen_width) for plan in self._plans.values() for c in plan.contexts}
+        for context, seen in shapes:
             candidates = () if self.candidates is None else (arg(rows, self.candidates),)
-            self._rank_compiled[width] = self._rank_jit.lower(
-                params, rest, arg(rows, L), arg(rows), arg(rows, width), *candidates
+            self._rank_compiled[context, seen] = self._rank_jit.lower(
+                params,
+                rest,
+                arg(rows, context),
+                arg(rows, context),
+                arg(rows),
+                arg(rows, seen),
+                *candidates,
             ).compile()
         return time.perf_counter() - start
 
@@ -239,15 +261,19 @@ class Evaluator:
         any :class:`Targets`, e.g. a test set of :mod:`srt_jax.data.test_sets`):
         ``(unfiltered, seen-filtered)`` int arrays."""
         if isinstance(which, str):
-            targets, width = getattr(self.split, which), self._widths[which]
+            targets, plan = getattr(self.split, which), self._plans[which]
         else:
-            targets, width = which, _history_width(which)
-        rank = self._rank_compiled.get(width, self._rank_jit)
-        out = [rank(params, self._rest, *arrays) for arrays in self._chunks(targets, width)]
+            targets, plan = which, self._plan(which)
+        out = []
+        for context, arrays in self._chunks(targets, plan):
+            rank = self._rank_compiled.get((context, plan.seen_width), self._rank_jit)
+            out.append(rank(params, self._rest, *arrays))
         ranks = jax.device_get(out)
-        unfiltered = np.concatenate([r[0] for r in ranks])
-        filtered = np.concatenate([r[1] for r in ranks])
-        return unfiltered[: len(targets)], filtered[: len(targets)]
+        unfiltered = np.empty(len(targets), np.int64)
+        filtered = np.empty(len(targets), np.int64)
+        unfiltered[plan.order] = np.concatenate([r[0] for r in ranks])[: len(targets)]
+        filtered[plan.order] = np.concatenate([r[1] for r in ranks])[: len(targets)]
+        return unfiltered, filtered
 
     def metrics(self, params: nnx.State, which: SplitName | Targets) -> dict[str, float]:
         """Ranking metrics of ``which`` (as :meth:`ranks`; unfiltered keys and ``_filtered``
@@ -298,14 +324,37 @@ class Evaluator:
 
     # ------------------------------------------------------------------ host side
 
-    def _chunks(self, targets: Targets, width: int) -> Iterator[tuple[Any, ...]]:
-        """Per chunk of ``rows`` users: inputs, targets, seen items (``width`` per user) and,
-        when sampled, the candidates (numpy; the last chunk padded with its first user)."""
+    def _plan(self, targets: Targets) -> RankingPlan:
+        """The order and chunk widths in which ``targets`` are ranked (module docstring)."""
+        length = np.minimum(targets.target_pos - targets.context_start, self.max_len)
+        order = np.argsort(length, kind="stable")
+        widths = context_widths(self.max_len) if self.context_buckets else [self.max_len]
+        contexts = []
         for first in range(0, len(targets), self.rows):
+            longest = int(length[order[first : first + self.rows]].max())
+            contexts.append(next(w for w in widths if w >= longest))
+        return RankingPlan(order, tuple(contexts), _history_width(targets))
+
+    def _chunks(
+        self, targets: Targets, plan: RankingPlan
+    ) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+        """Per chunk of ``rows`` users in the plan's order: its context width W and its
+        arrays: inputs [rows, W], their positions, targets, seen items (``plan.seen_width``
+        per user) and, when sampled, the candidates (numpy; the last chunk padded with its
+        first user)."""
+        width = plan.seen_width
+        for chunk, first in enumerate(range(0, len(targets), self.rows)):
             index = np.arange(first, first + self.rows)
-            index = np.where(index < len(targets), index, first)
+            index = plan.order[np.where(index < len(targets), index, first)]
             start, pos = targets.context_start[index], targets.target_pos[index]
             window = gather_windows(self.items, start, pos + 1, targets.user[index], self.max_len)
+            context = plan.contexts[chunk]
+            inputs = np.ascontiguousarray(window.inputs[:, self.max_len - context :])
+            positions = np.repeat(
+                np.arange(self.max_len - context, self.max_len, dtype=np.int32)[None],
+                len(index),
+                axis=0,
+            )
             target_U = np.asarray(self.items[pos], np.int32)
             seen = np.asarray(
                 self.items[np.minimum(start[:, None] + np.arange(width), pos[:, None])]
@@ -315,15 +364,10 @@ class Evaluator:
                 seen,
                 0,
             ).astype(np.int32)
-            if self.candidates is None:
-                yield window.inputs, target_U, seen
-            else:
-                yield (
-                    window.inputs,
-                    target_U,
-                    seen,
-                    self._candidates(targets.user[index], pos, target_U),
-                )
+            arrays = (inputs, positions, target_U, seen)
+            if self.candidates is not None:
+                arrays += (self._candidates(targets.user[index], pos, target_U),)
+            yield context, arrays
 
     def _candidates(self, user: np.ndarray, pos: np.ndarray, target: np.ndarray) -> np.ndarray:
         """int32 [U, Y]: ``sampled_candidates`` distinct items other than the target, per row."""
@@ -333,6 +377,24 @@ class Evaluator:
             drawn = rng.choice(self.n_items - 1, size=self.candidates, replace=False) + 1
             rows.append(drawn + (drawn >= t))
         return np.asarray(rows, np.int32)
+
+
+@dataclass(frozen=True)
+class RankingPlan:
+    """How one set of targets is ranked: ``order`` [targets] (by context length), the
+    context width of each chunk of ``rows`` targets in that order, and the seen-item slots
+    per target."""
+
+    order: np.ndarray
+    contexts: tuple[int, ...]
+    seen_width: int
+
+
+def context_widths(max_len: int) -> list[int]:
+    """The context widths a ranking chunk can have: 16, 32, 64, ... below ``max_len``, then
+    ``max_len`` (few shapes to compile; at most twice the columns a chunk needs)."""
+    widths = [16 << k for k in range(max(0, math.ceil(math.log2(max_len / 16))))]
+    return [w for w in widths if w < max_len] + [max_len]
 
 
 def batch_users(eval_cfg: EvalConfig, mesh: Mesh) -> int:
