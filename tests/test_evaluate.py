@@ -122,6 +122,19 @@ def _numpy_context(items, start, pos, max_len):
     return np.concatenate([np.zeros(max_len - len(context), np.int32), context]).astype(np.int32)
 
 
+def _full_window_ranks(model, store, targets, max_len):
+    """Brute-force (unfiltered, filtered) ranks of ``targets`` from the model's full forward
+    over each target's left-padded max_len window."""
+    model.eval()
+    items = np.asarray(store.items)
+    spans = list(zip(targets.context_start, targets.target_pos, strict=True))
+    inputs = np.stack([_numpy_context(items, s, p, max_len) for s, p in spans])
+    hidden = np.asarray(model(jnp.asarray(inputs))[:, -1])
+    seen = [items[s:p] for s, p in spans]
+    table = np.asarray(model.item_table())
+    return brute_force_ranks(hidden, table, items[targets.target_pos], seen)
+
+
 @pytest.mark.parametrize("batch_users", [5, 64])
 def test_evaluator_full_ranking_equals_brute_force(tiny_store, batch_users):
     max_len = 8
@@ -129,19 +142,7 @@ def test_evaluator_full_ranking_equals_brute_force(tiny_store, batch_users):
         tiny_store, EvalConfig(batch_users=batch_users, item_chunk=7), max_len
     )
     ranks, filtered = evaluator.ranks(params, "test")
-    model.eval()
-    items = np.asarray(tiny_store.items)
-    targets = split.test
-    inputs = np.stack(
-        [
-            _numpy_context(items, s, p, max_len)
-            for s, p in zip(targets.context_start, targets.target_pos, strict=True)
-        ]
-    )
-    hidden = np.asarray(model(jnp.asarray(inputs))[:, -1])
-    table = np.asarray(model.item_table())
-    seen = [items[s:p] for s, p in zip(targets.context_start, targets.target_pos, strict=True)]
-    expected, expected_filtered = brute_force_ranks(hidden, table, items[targets.target_pos], seen)
+    expected, expected_filtered = _full_window_ranks(model, tiny_store, split.test, max_len)
     np.testing.assert_array_equal(ranks, expected)
     np.testing.assert_array_equal(filtered, expected_filtered)
     metrics = evaluator.metrics(params, "test")
@@ -231,19 +232,6 @@ def test_ranking_at_shorter_context_widths_equals_the_full_window(tiny_store, mo
     plan = evaluator._plans["test"]
     assert set(plan.contexts) == {16, 32}  # contexts of at most 29 items, 4 users a chunk
     ranks, filtered = evaluator.ranks(params, "test")
-    model.eval()
-    items = np.asarray(tiny_store.items)
-    targets = split.test
-    inputs = np.stack(
-        [
-            _numpy_context(items, s, p, max_len)
-            for s, p in zip(targets.context_start, targets.target_pos, strict=True)
-        ]
-    )
-    hidden = np.asarray(model(jnp.asarray(inputs))[:, -1])
-    seen = [items[s:p] for s, p in zip(targets.context_start, targets.target_pos, strict=True)]
-    expected, expected_filtered = brute_force_ranks(
-        hidden, np.asarray(model.item_table()), items[targets.target_pos], seen
-    )
+    expected, expected_filtered = _full_window_ranks(model, tiny_store, split.test, max_len)
     np.testing.assert_array_equal(ranks, expected)
     np.testing.assert_array_equal(filtered, expected_filtered)
