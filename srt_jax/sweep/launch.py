@@ -76,8 +76,9 @@ def check_backend_options(backend: str, gpus_per_run: float) -> None:
     """Raise SrtJaxError for options the executor ``backend`` cannot honour."""
     if gpus_per_run and backend != "ray":
         raise SrtJaxError(
-            "--gpus-per-run needs --backend ray (local workers are pinned to CPU cores; "
-            "run one sweep per GPU with CUDA_VISIBLE_DEVICES to share GPUs locally)"
+            "--gpus-per-run needs --backend ray (local workers are pinned to CPU cores; on "
+            "one machine, start one `sweep run` per GPU on the same root, each with its own "
+            "CUDA_VISIBLE_DEVICES)"
         )
 
 

@@ -79,8 +79,8 @@ class TfdsSource(Source):
             ) from None
         except Exception as err:  # a missing or damaged shard, as its reader reports it
             raise DataError(
-                f"TFDS dataset {name_or_dir!r}, split {options.tfds_split!r} is damaged or "
-                f"incomplete: {first_line(err)}"
+                f"TFDS dataset {name_or_dir!r}: cannot read split {options.tfds_split!r} "
+                f"(damaged?): {first_line(err)}"
             ) from None
         features = list(builder.info.features.keys())
         self.time_unit = (builder.info.metadata or {}).get("store_meta", {}).get("time_unit")
@@ -185,7 +185,7 @@ def _tfds_table(
     one user's history (items, timestamps and ratings 1-D of equal length, the user scalar)
     and gives one row per item.
     """
-    present = np.array([k for k, example in enumerate(examples) if example is not None])
+    present = np.flatnonzero([example is not None for example in examples])
     examples = [example for example in examples if example is not None]
     lengths = np.array([np.size(example[columns.item]) for example in examples], np.int64)
     sequence = bool(examples) and np.ndim(examples[0][columns.item]) == 1
@@ -214,4 +214,4 @@ def _tfds_table(
             **({columns.rating: values(columns.rating, per_row=True)} if columns.rating else {}),
         }
     )
-    return table, present[example_of_row] if len(present) else example_of_row
+    return table, present[example_of_row]
