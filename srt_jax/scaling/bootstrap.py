@@ -111,7 +111,7 @@ def _estimated(
         initializer=_set_worker_task,
         initargs=(points, estimator),
     ) as pool:
-        yield from pool.map(_estimate_chunk, chunks)
+        yield from pool.map(_estimate_in_worker, chunks)
 
 
 _WORKER_TASK: tuple[ScalingPoints, Estimator] | None = None
@@ -123,13 +123,15 @@ def _set_worker_task(points: ScalingPoints, estimator: Estimator) -> None:
     _WORKER_TASK = (points, estimator)
 
 
+def _estimate_in_worker(chunk: np.ndarray) -> list[dict[str, float]]:
+    """:func:`_estimate_chunk` with the points and estimator the worker was started with."""
+    return _estimate_chunk(chunk, *_WORKER_TASK)
+
+
 def _estimate_chunk(
-    chunk: np.ndarray, points: ScalingPoints | None = None, estimator: Estimator | None = None
+    chunk: np.ndarray, points: ScalingPoints, estimator: Estimator
 ) -> list[dict[str, float]]:
-    """The estimates of the resamples [resamples, runs] of ``chunk`` ({} where one failed);
-    in a worker process, of the points and estimator it was started with."""
-    if points is None or estimator is None:
-        points, estimator = _WORKER_TASK
+    """The estimates of the resamples [resamples, runs] of ``chunk`` ({} where one failed)."""
     rows = []
     for indices in chunk:
         try:
