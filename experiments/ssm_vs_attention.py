@@ -54,7 +54,8 @@ from srt_jax.data.sampler import Batch
 from srt_jax.models.factory import build_model
 from srt_jax.progress import progress_bar
 from srt_jax.train.loop import train
-from srt_jax.train.step import TrainStep, data_mesh
+from srt_jax.train.mesh import data_mesh
+from srt_jax.train.step import TrainStep
 
 BACKBONES = ("transformer", "mamba")
 CONFIGS = {"transformer": "configs/ml100k_sasrec.yaml", "mamba": "configs/ml100k_mamba4rec.yaml"}

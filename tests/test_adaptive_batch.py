@@ -21,7 +21,8 @@ from srt_jax.train.adaptive_batch import (
     half_gradients,
 )
 from srt_jax.train.loop import train
-from srt_jax.train.step import TrainStep, data_mesh
+from srt_jax.train.mesh import data_mesh
+from srt_jax.train.step import TrainStep
 
 ADAPTIVE = AdaptiveBatchConfig(max_accumulation=4)
 

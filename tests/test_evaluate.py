@@ -11,7 +11,7 @@ from srt_jax.data.splits import make_split
 from srt_jax.data.store import SequenceStore, write_store
 from srt_jax.models.factory import build_model
 from srt_jax.train.evaluate import BATCH_USERS, Evaluator, context_widths, rank_targets
-from srt_jax.train.step import data_mesh
+from srt_jax.train.mesh import data_mesh
 
 rng = np.random.default_rng(0)
 

@@ -14,7 +14,8 @@ from srt_jax.config import MambaConfig, ModelConfig, TrainConfig, load_config
 from srt_jax.errors import ConfigError
 from srt_jax.models.factory import build_model
 from srt_jax.train.losses import scores
-from srt_jax.train.step import TrainStep, data_mesh
+from srt_jax.train.mesh import data_mesh
+from srt_jax.train.step import TrainStep
 
 BASE = 32
 

@@ -1,9 +1,5 @@
 """The jitted train step: learning, donation, determinism, data-parallel equivalence."""
 
-import json
-import os
-import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -11,12 +7,14 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from forced_devices import run_on_cpu_devices
 
 from srt_jax.config import ModelConfig, TrainConfig, from_dict
 from srt_jax.data.sampler import Batch
 from srt_jax.errors import ConfigError
 from srt_jax.models.factory import build_model
-from srt_jax.train.step import TrainStep, check_divisible, data_mesh
+from srt_jax.train.mesh import check_divisible, data_mesh
+from srt_jax.train.step import TrainStep
 
 N_ITEMS, L, B = 30, 6, 8
 REPO = Path(__file__).resolve().parents[1]
@@ -191,41 +189,30 @@ from srt_jax.train.loop import train
 from tests.test_loop import TINY
 assert jax.device_count() == 4, jax.devices()
 out = {}
-for n in (1, 4):
+for n, shards in ((1, 1), (4, 1), (2, 2)):
     config = load_config(None, [*TINY, f"data.cache_dir={sys.argv[2]}/cache",
                                 "train.log_every=1", "train.tokens=6000",
-                                "train.learning_rate=0.005", f"train.data_parallel={n}"])
+                                "train.learning_rate=0.005", f"train.data_parallel={n}",
+                                f"train.item_shards={shards}"])
     summary = train(config, f"{sys.argv[2]}/run{n}", progress=False)
     lines = open(f"{sys.argv[2]}/run{n}/metrics.jsonl").read().splitlines()
-    out[n] = {"losses": [json.loads(l)["loss"] for l in lines if '"train"' in l],
-              "devices": summary["devices"], "eval": summary["eval"]}
+    out[f"{n}x{shards}"] = {"losses": [json.loads(l)["loss"] for l in lines if '"train"' in l],
+                            "devices": summary["devices"], "eval": summary["eval"]}
 print(json.dumps(out))
 """
 
 
 @pytest.mark.slow
 def test_four_cpu_devices_match_one_device(tmp_path):
-    """The whole loop data-parallel over 4 forced CPU devices gives the 1-device loss curve
-    within rtol 1e-4 (only the order of the sums over the batch differs), and the same
-    evaluation."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", FOUR_DEVICE_SCRIPT, str(REPO), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    runs = json.loads(out.stdout.strip().splitlines()[-1])
-    one, four = runs["1"], runs["4"]
-    assert (one["devices"], four["devices"]) == (1, 4)
+    """The whole loop data-parallel over 4 forced CPU devices, and over 2 with the item
+    table split over 2 more (``train.item_shards``), gives the 1-device loss curve within
+    rtol 1e-4 (only the order of the sums differs), and the same evaluation."""
+    runs = run_on_cpu_devices(FOUR_DEVICE_SCRIPT, str(tmp_path))
+    one = runs.pop("1x1")
+    assert one["devices"] == 1
     assert len(one["losses"]) > 50 and one["losses"][-1] < 0.9 * one["losses"][0]
-    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-4)
-    assert four["eval"]["loss"] == pytest.approx(one["eval"]["loss"], rel=1e-4)
-    assert four["eval"]["hr@20"] == pytest.approx(one["eval"]["hr@20"], abs=0.02)
+    for four in runs.values():
+        assert four["devices"] == 4
+        np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-4)
+        assert four["eval"]["loss"] == pytest.approx(one["eval"]["loss"], rel=1e-4)
+        assert four["eval"]["hr@20"] == pytest.approx(one["eval"]["hr@20"], abs=0.02)

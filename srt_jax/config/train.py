@@ -227,8 +227,13 @@ class TrainConfig:
     ``transfer`` (null: plain fine-tuning): freezing and the pull to the pre-trained values
     of a run that starts from ``init_from`` (:class:`TransferConfig`).
 
-    ``optimizer``, ``objective``, ``init_from``, ``adaptive_batch`` and ``transfer`` are
-    :func:`new_key` s:
+    ``data_parallel`` (null: as many as the devices allow) x ``item_shards`` (default 1) is
+    the device mesh: the batch is split over ``data_parallel`` devices, and the ID item
+    tables and their optimiser state over ``item_shards`` (catalogs of millions of items;
+    the full softmax is computed shard by shard, :mod:`srt_jax.train.item_shards`).
+
+    ``optimizer``, ``objective``, ``init_from``, ``adaptive_batch``, ``transfer`` and
+    ``item_shards`` are :func:`new_key` s:
     configs keep the run ids they had before these keys existed.
 
     ``trackers`` (default none): where the run's figures are also logged, ``tensorboard``
@@ -266,6 +271,7 @@ class TrainConfig:
     transfer: TransferConfig | None = new_key(None)
     seed: int = 0
     data_parallel: int | None = None
+    item_shards: int = new_key(1)
     log_every: int = 50
     eval_every_tokens: int | None = None
     checkpoint_every: int = 500
@@ -365,6 +371,7 @@ class TrainConfig:
             self.data_parallel,
             "null (all devices) or an integer >= 1",
         )
+        check(self.item_shards >= 1, "train.item_shards", self.item_shards, "an integer >= 1")
         check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
         check(
             self.checkpoint_every >= 1,

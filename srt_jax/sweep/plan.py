@@ -128,6 +128,8 @@ def step_shape_key(config: RunConfig, n_items: int) -> str:
         "host": platform.node(),
         "cpus": len(os.sched_getaffinity(0)),
     }
+    if train.item_shards > 1:  # keys of unsharded shapes predate the option
+        shape["item_shards"] = train.item_shards
     return config_hash(shape, length=16)
 
 

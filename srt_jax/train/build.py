@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from flax import nnx
+from jax.sharding import Mesh
 
 from srt_jax.config import RunConfig
 from srt_jax.data.sampler import WindowSampler
@@ -29,7 +30,8 @@ from srt_jax.train.embedding_quality import feature_membership
 from srt_jax.train.evaluate import Evaluator
 from srt_jax.train.init_from import InitRecord, init_from_run
 from srt_jax.train.losses import log_q_from_counts
-from srt_jax.train.step import DATA_AXIS, TrainStep, check_divisible, data_mesh
+from srt_jax.train.mesh import DATA_AXIS, check_divisible, data_mesh
+from srt_jax.train.step import TrainStep
 
 _COUNT_CHUNK = 1 << 24
 
@@ -85,8 +87,22 @@ def train_item_counts(items: np.ndarray, segments: Segments, n_items: int) -> np
     return counts
 
 
-def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
-    """Open the data and build the split, sampler, model, step and evaluator of ``config``."""
+def run_mesh(config: RunConfig, *, fit_devices: bool = False) -> Mesh:
+    """The mesh of ``train.data_parallel`` x ``train.item_shards`` devices; with
+    ``fit_devices``, one device when this machine has too few for it (evaluating or serving
+    a saved run elsewhere: the checkpoint's padded item tables are then replicated)."""
+    train_cfg = config.train
+    try:
+        return data_mesh(train_cfg.data_parallel, train_cfg.item_shards)
+    except ConfigError:
+        if not fit_devices:
+            raise
+        return data_mesh(1, 1)
+
+
+def build_run(config: RunConfig, *, progress: bool = True, fit_devices: bool = False) -> RunParts:
+    """Open the data and build the split, sampler, model, step and evaluator of ``config``
+    (``fit_devices``: see :func:`run_mesh`)."""
     data, train_cfg = config.data, config.train
     store = open_dataset(data, progress=progress)
     split = split_from_config(store, data)
@@ -98,7 +114,7 @@ def build_run(config: RunConfig, *, progress: bool = True) -> RunParts:
                 key="data.split",
             )
     budget = token_budget(config, split)
-    mesh = data_mesh(train_cfg.data_parallel)
+    mesh = run_mesh(config, fit_devices=fit_devices)
     check_divisible(train_cfg.batch_size, mesh, "train.batch_size")
     orpo = train_cfg.orpo
     ratings = None

@@ -49,15 +49,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 from srt_jax.config import EvalConfig
 from srt_jax.data.sampler import gather_windows, iter_eval_batches
 from srt_jax.data.splits import Split, Targets
 from srt_jax.data.test_sets import describe
+from srt_jax.train.item_shards import (
+    item_table_rows,
+    pad_item_tables,
+    padded_rows,
+    state_shardings,
+    unpad_item_tables,
+)
 from srt_jax.train.losses import full_softmax_loss, scores, target_scores
+from srt_jax.train.mesh import DATA_AXIS, ITEMS_AXIS, batch_sharding, replicated
 from srt_jax.train.metrics import ranking_metrics
-from srt_jax.train.step import DATA_AXIS, batch_sharding, replicated
 
 SplitName = Literal["valid", "test"]
 BATCH_USERS = {"cpu": 64}
@@ -79,6 +86,8 @@ def rank_targets(
     seen_UxA: jax.Array,
     candidates_UxY: jax.Array | None,
     item_chunk: int,
+    *,
+    mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """1-based ranks of each user's target, unfiltered and with seen items filtered.
 
@@ -90,43 +99,94 @@ def rank_targets(
       candidates_UxY: int32 sampled candidates per user (besides the target), or None for
         the whole catalog.
       item_chunk: items scored at a time (T; at most V, so a small catalog is one chunk).
+      mesh: with S > 1 devices on its ``items`` axis (``train.item_shards``), the table is
+        padded to a multiple of S rows and split over ``items``; each device counts the
+        items above the target among its own rows for its ``data`` shard of the users, and
+        the counts are summed across ``items`` (``jax.shard_map``).
 
     Returns:
       ``(ranks_U, filtered_ranks_U)`` int32, see the module docstring for the rule.
     """
-    U = hidden_UxD.shape[0]
     V = table_VxD.shape[0]
-    item_chunk = min(item_chunk, V)
-    n_chunks = -(-V // item_chunk)
-    table_ZxD = jnp.pad(table_VxD, ((0, n_chunks * item_chunk - V), (0, 0)))
     target_score_U = target_scores(hidden_UxD, table_VxD, targets_U)
-    rows_U = jnp.arange(U)[:, None]
+    args = (hidden_UxD, target_score_U, targets_U, seen_UxA)
+    if candidates_UxY is not None:
+        args += (candidates_UxY,)
+    if mesh is None or mesh.shape[ITEMS_AXIS] == 1:
+        above_U, above_unseen_U = _count_above(table_VxD, 0, V, item_chunk, *args)
+        return above_U + 1, above_unseen_U + 1
+    shards = mesh.shape[ITEMS_AXIS]
+    table_XxD = jnp.pad(table_VxD, ((0, padded_rows(V, shards) - V), (0, 0)))
 
-    def in_chunk(items_UxX: jax.Array, first: jax.Array) -> jax.Array:
-        """bool [U, T]: which of the chunk's items appear in each user's ``items_UxX``."""
-        local = items_UxX - first
+    def local(shard_XxD: jax.Array, *users: jax.Array) -> tuple[jax.Array, jax.Array]:
+        first = jax.lax.axis_index(ITEMS_AXIS) * shard_XxD.shape[0]
+        counts = _count_above(shard_XxD, first, V, item_chunk, *users)
+        return jax.lax.psum(counts, ITEMS_AXIS)
+
+    users = PartitionSpec(DATA_AXIS)
+    above_U, above_unseen_U = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(PartitionSpec(ITEMS_AXIS), *(users,) * len(args)),
+        out_specs=(users, users),
+        check_vma=False,  # the sum across items makes the counts what out_specs say
+    )(table_XxD, *args)
+    return above_U + 1, above_unseen_U + 1
+
+
+def _count_above(
+    rows_XxD: jax.Array,
+    first: jax.Array | int,
+    n_rows: int,
+    item_chunk: int,
+    hidden_UxD: jax.Array,
+    target_score_U: jax.Array,
+    targets_U: jax.Array,
+    seen_UxA: jax.Array,
+    candidates_UxY: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Items among ``rows_XxD`` (catalog rows ``first .. first + X - 1``; rows 0 and ``>=
+    n_rows`` are not items) scoring at or above each user's target: ``(all, unseen)`` int32
+    [U], scored ``item_chunk`` rows at a time."""
+    U = hidden_UxD.shape[0]
+    X = rows_XxD.shape[0]
+    item_chunk = min(item_chunk, X)
+    n_chunks = -(-X // item_chunk)
+    rows_ZxD = jnp.pad(rows_XxD, ((0, n_chunks * item_chunk - X), (0, 0)))
+    users_U = jnp.arange(U)[:, None]
+
+    def in_chunk(listed: jax.Array, start: jax.Array) -> jax.Array:
+        """bool [U, T]: which of the chunk's items each user lists in ``listed`` (int32
+        [U, A] seen items or [U, Y] candidates)."""
+        local = listed - start
         local = jnp.where((local >= 0) & (local < item_chunk), local, item_chunk)
         mask = jnp.zeros((U, item_chunk), bool)
-        return mask.at[rows_U, local].set(True, mode="drop")
+        return mask.at[users_U, local].set(True, mode="drop")
 
     def count_chunk(counts: tuple[jax.Array, jax.Array], c: jax.Array):
-        first = c * item_chunk
-        rows_TxD = jax.lax.dynamic_slice_in_dim(table_ZxD, first, item_chunk)
-        scores_UxT = scores(hidden_UxD, rows_TxD)
-        item_T = first + jnp.arange(item_chunk)
-        eligible_UxT = (item_T >= 1) & (item_T < V) & (item_T != targets_U[:, None])
+        offset = c * item_chunk
+        chunk_TxD = jax.lax.dynamic_slice_in_dim(rows_ZxD, offset, item_chunk)
+        scores_UxT = scores(hidden_UxD, chunk_TxD)
+        start = first + offset
+        item_T = start + jnp.arange(item_chunk)
+        eligible_UxT = (
+            (item_T >= 1)
+            & (item_T < n_rows)
+            & (offset + jnp.arange(item_chunk) < X)
+            & (item_T != targets_U[:, None])
+        )
         if candidates_UxY is not None:
-            eligible_UxT &= in_chunk(candidates_UxY, first)
+            eligible_UxT &= in_chunk(candidates_UxY, start)
         above_UxT = eligible_UxT & (scores_UxT >= target_score_U[:, None])
-        above_unseen_UxT = above_UxT & ~in_chunk(seen_UxA, first)
+        above_unseen_UxT = above_UxT & ~in_chunk(seen_UxA, start)
         return (
             counts[0] + above_UxT.sum(axis=1, dtype=jnp.int32),
             counts[1] + above_unseen_UxT.sum(axis=1, dtype=jnp.int32),
         ), None
 
     zeros = jnp.zeros(U, jnp.int32)
-    (above_U, above_unseen_U), _ = jax.lax.scan(count_chunk, (zeros, zeros), jnp.arange(n_chunks))
-    return above_U + 1, above_unseen_U + 1
+    counts, _ = jax.lax.scan(count_chunk, (zeros, zeros), jnp.arange(n_chunks))
+    return counts
 
 
 class Evaluator:
@@ -178,23 +238,44 @@ class Evaluator:
             else min(eval_cfg.sampled_candidates, self.n_items - 1)
         )
         rep, rows = replicated(mesh), batch_sharding(mesh)
+        self._item_rows = item_table_rows(params)
+        shards = mesh.shape[ITEMS_AXIS]
+        self._items_mesh = mesh if shards > 1 else None
+        self._split_tables = self._items_mesh is not None and self._item_rows is not None
+        padded = jax.eval_shape(lambda p: pad_item_tables(p, shards), params)
+        self._param_shardings = state_shardings(padded, mesh)
         self._abstract_params = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), params
+            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            padded,
+            self._param_shardings,
         )
-        self._loss: Any = jax.jit(self._loss_fn, in_shardings=(rep, rep, rows, rows, rows))
+        on_mesh = self._param_shardings
+        self._loss: Any = jax.jit(self._loss_fn, in_shardings=(on_mesh, rep, rows, rows, rows))
         n_row_args = 4 if self.candidates is None else 5  # + candidates when sampled
-        self._rank_jit = jax.jit(self._rank_fn, in_shardings=(rep, rep) + (rows,) * n_row_args)
+        self._rank_jit = jax.jit(self._rank_fn, in_shardings=(on_mesh, rep) + (rows,) * n_row_args)
         self._rank_compiled: dict[tuple[int, int], Any] = {}
         self._plans = {which: self._plan(getattr(split, which)) for which in ("valid", "test")}
 
     # ------------------------------------------------------------------ jitted kernels
 
     def _model(self, params: nnx.State, rest: nnx.State) -> nnx.Module:
+        if self._split_tables:
+            params = unpad_item_tables(params, self._item_rows)
         return nnx.merge(self.graphdef, params, rest)
+
+    def _on_mesh(self, params: nnx.State) -> nnx.State:
+        """``params`` placed as the kernels take them: with ``train.item_shards``, the item
+        tables padded and split over ``items`` (:mod:`srt_jax.train.item_shards`)."""
+        if not self._split_tables:
+            return params
+        padded = pad_item_tables(params, self._items_mesh.shape[ITEMS_AXIS])
+        return jax.device_put(padded, self._param_shardings)
 
     def _loss_fn(self, params, rest, inputs_BxL, targets_BxL, mask_BxL):
         net = self._model(params, rest)
-        return full_softmax_loss(net(inputs_BxL), net.item_table(), targets_BxL, mask_BxL)
+        return full_softmax_loss(
+            net(inputs_BxL), net.item_table(), targets_BxL, mask_BxL, mesh=self._items_mesh
+        )
 
     def _rank_fn(
         self, params, rest, inputs_UxL, positions_UxL, targets_U, seen_UxA, *candidates_UxY
@@ -208,6 +289,7 @@ class Evaluator:
             seen_UxA,
             candidates_UxY[0] if candidates_UxY else None,
             self.cfg.item_chunk,
+            mesh=self._items_mesh,
         )
 
     # ------------------------------------------------------------------ public
@@ -244,6 +326,7 @@ class Evaluator:
         users."""
         if self.split.heldout.n_targets == 0:
             return None
+        params = self._on_mesh(params)
         sums = []
         for batch in iter_eval_batches(
             self.items,
@@ -264,6 +347,7 @@ class Evaluator:
             targets, plan = getattr(self.split, which), self._plans[which]
         else:
             targets, plan = which, self._plan(which)
+        params = self._on_mesh(params)
         out = []
         for context, arrays in self._chunks(targets, plan):
             rank = self._rank_compiled.get((context, plan.seen_width), self._rank_jit)
@@ -286,7 +370,7 @@ class Evaluator:
 
     def item_table(self, params: nnx.State) -> np.ndarray:
         """float32 [n_items + 1, D]: the model's output item table (row 0 padding)."""
-        table = self._model(params, self._rest).item_table()
+        table = self._model(self._on_mesh(params), self._rest).item_table()
         return np.asarray(jax.device_get(table), np.float32)
 
     def test_set_metrics(self, params: nnx.State) -> dict[str, dict[str, float]]:

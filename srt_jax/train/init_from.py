@@ -45,12 +45,10 @@ from srt_jax.data.store import SequenceStore
 from srt_jax.errors import ConfigError
 from srt_jax.models.factory import build_model, model_item_features
 from srt_jax.train.checkpoint import Checkpoints, best_step, checkpoint_params
+from srt_jax.train.item_shards import ITEM_ROWS
 from srt_jax.train.run_dir import RunDirectory
 from srt_jax.train.step import TrainStep
 
-ITEM_ROWS = "table_VxD"
-"""The name of a parameter whose rows are item indices (:class:`~srt_jax.models.
-item_encoders.IdEncoder`)."""
 TOKEN_ROWS = "feature_table_OxD"
 """The name of a parameter whose rows are feature tokens (:class:`~srt_jax.models.
 item_encoders.FeaturesEncoder`)."""

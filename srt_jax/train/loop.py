@@ -68,6 +68,7 @@ from srt_jax.train.build import build_run, train_item_counts
 from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints, checkpoint_params
 from srt_jax.train.embedding_quality import embedding_quality
 from srt_jax.train.loop_state import LoopState
+from srt_jax.train.mesh import ITEMS_AXIS
 from srt_jax.train.run_dir import RunDirectory
 from srt_jax.train.tracking import Trackers, check_installed
 
@@ -157,7 +158,8 @@ class _Training:
             "batch_size": self.config.train.batch_size,
             "packed_rows": parts.sampler.packed_rows,
             "accumulation": 1 if self.controller is None else self.controller.accumulation,
-            "devices": parts.step.mesh.shape["data"],
+            "devices": parts.step.mesh.size,
+            "item_shards": parts.step.mesh.shape[ITEMS_AXIS],
             "wall_s": ls.wall_s,
             "loop_s": ls.loop_s,
             "compile_s": self.compile_s,

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec
 
 from srt_jax.config import TrainConfig
+from srt_jax.train.item_shards import padded_rows
+from srt_jax.train.mesh import DATA_AXIS, ITEMS_AXIS
 
 MAX_CHUNK_LOGITS = 2**20
 """Full softmax scores positions in chunks of at most this many logits (4 MiB of float32,
@@ -119,6 +123,7 @@ def full_softmax_loss(
     mask_BxL: jax.Array,
     *,
     max_chunk_logits: int = MAX_CHUNK_LOGITS,
+    mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Cross-entropy of the target among all n_items items, summed over masked positions.
 
@@ -129,14 +134,66 @@ def full_softmax_loss(
     sequence axis, and the gradients are computed in the same pass (a fused linear
     cross-entropy with a ``custom_vjp``), so memory is O(B l n_items) and the logits stay in
     cache. The batch axis is never split, so a data-parallel sharding of B is kept.
+
+    With a ``mesh`` whose ``items`` axis has S > 1 devices (``train.item_shards``), the
+    table is split by rows over ``items`` (padded to a multiple of S) and each device
+    scores only its rows for its ``data`` shard of the batch (``jax.shard_map``): the
+    log-sum-exp and the target's logit are combined across ``items`` (a max and a sum), the
+    hidden states' gradient is summed across ``items`` and each device keeps the gradient
+    of its own rows, so no device holds more than ``ceil(V / S)`` rows or their logits.
     """
     B, L, _ = hidden_BxLxD.shape
-    chunk_len = chunk_length(B, L, item_table_VxD.shape[0] - 1, max_chunk_logits)
-    labels_BxL = jnp.where(mask_BxL, targets_BxL - 1, 0)
-    loss_sum = _cross_entropy_sum(
-        chunk_len, hidden_BxLxD, item_table_VxD[1:], labels_BxL, mask_BxL.astype(jnp.float32)
+    count = mask_BxL.sum(dtype=jnp.float32)
+    weights_BxL = mask_BxL.astype(jnp.float32)
+    if mesh is None or mesh.shape[ITEMS_AXIS] == 1:
+        chunk_len = chunk_length(B, L, item_table_VxD.shape[0] - 1, max_chunk_logits)
+        labels_BxL = jnp.where(mask_BxL, targets_BxL - 1, 0)
+        loss_sum = _cross_entropy_sum(
+            None, chunk_len, hidden_BxLxD, item_table_VxD[1:], labels_BxL, weights_BxL
+        )
+        return loss_sum, count
+    V = item_table_VxD.shape[0]
+    shards = mesh.shape[ITEMS_AXIS]
+    table_XxD = jnp.pad(item_table_VxD, ((0, padded_rows(V, shards) - V), (0, 0)))
+    chunk_len = chunk_length(
+        B // mesh.shape[DATA_AXIS], L, table_XxD.shape[0] // shards, max_chunk_logits
     )
-    return loss_sum, mask_BxL.sum(dtype=jnp.float32)
+    labels_BxL = jnp.where(mask_BxL, targets_BxL, 1)
+    layout = ShardedRows(mesh, V)
+    loss_sum = _cross_entropy_sum(
+        layout, chunk_len, hidden_BxLxD, table_XxD, labels_BxL, weights_BxL
+    )
+    return loss_sum, count
+
+
+@dataclass(frozen=True)
+class ShardedRows:
+    """An item table of ``rows`` rows (V, padding row 0 included) padded to a multiple of
+    the ``items`` axis of ``mesh`` and split by rows over it; row 0 and the padding rows are
+    never candidates."""
+
+    mesh: Mesh
+    rows: int
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of the table one device scores: ``first`` is the global row of its row 0;
+    ``valid_X`` marks candidate rows (None: all); ``axis`` names the mesh axis the other
+    rows lie on (None: the device has them all)."""
+
+    first: jax.Array | int = 0
+    valid_X: jax.Array | None = None
+    axis: str | None = None
+
+    def total(self, x: jax.Array) -> jax.Array:
+        return x if self.axis is None else jax.lax.psum(x, self.axis)
+
+    def logsumexp(self, logits_TxC: jax.Array) -> jax.Array:
+        if self.axis is None:
+            return jax.nn.logsumexp(logits_TxC, axis=1)
+        top_T = jax.lax.pmax(logits_TxC.max(axis=1), self.axis)
+        return top_T + jnp.log(self.total(jnp.exp(logits_TxC - top_T[:, None]).sum(axis=1)))
 
 
 def _cross_entropy_chunks(
@@ -146,15 +203,20 @@ def _cross_entropy_chunks(
     labels_BxL: jax.Array,
     weights_BxL: jax.Array,
     with_grads: bool,
+    rows: _Rows,
 ) -> tuple[jax.Array, ...]:
     """Σ weight x (logsumexp(logits) - logits[label]) over chunks of ``chunk_len`` positions.
 
-    ``items_CxD`` are the C = n_items real items (the table without its padding row); a
+    ``items_CxD`` are the rows this device scores: the C real items on one device, or on
+    an ``items`` mesh its shard of the padded table (X rows, of which ``rows.valid_X``
+    are items); ``rows`` says where they lie in the catalog (labels are catalog rows,
+    ``labels - rows.first`` local ones); a
     ``lax.scan`` runs over Q = L / chunk_len chunks of T = B x chunk_len positions each.
     With ``with_grads`` also returns the per-position losses and the gradients of the sum
     with respect to ``h`` and ``items``.
     """
     B = h_BxLxD.shape[0]
+    C = items_CxD.shape[0]
     by_chunk = functools.partial(to_chunks, chunk_len=chunk_len)
 
     def unchunk(x_QxT: jax.Array) -> jax.Array:
@@ -163,14 +225,18 @@ def _cross_entropy_chunks(
     def chunk(carry: tuple[jax.Array, ...], xs: tuple[jax.Array, ...]):
         h_TxD, labels_T, weights_T = xs
         logits_TxC = scores(h_TxD, items_CxD)
-        lse_T = jax.nn.logsumexp(logits_TxC, axis=1)
-        loss_T = lse_T - jnp.take_along_axis(logits_TxC, labels_T[:, None], axis=1)[:, 0]
+        if rows.valid_X is not None:
+            logits_TxC = jnp.where(rows.valid_X, logits_TxC, -jnp.inf)
+        lse_T = rows.logsumexp(logits_TxC)
+        local_T = labels_T - rows.first
+        here_T = (local_T >= 0) & (local_T < C)
+        picked_T = jnp.take_along_axis(logits_TxC, jnp.clip(local_T, 0, C - 1)[:, None], axis=1)
+        loss_T = lse_T - rows.total(jnp.where(here_T, picked_T[:, 0], 0.0))
         loss_sum = carry[0] + (weights_T * loss_T).sum()
         if not with_grads:
             return (loss_sum,), None
         dlogits_TxC = weights_T[:, None] * (
-            jnp.exp(logits_TxC - lse_T[:, None])
-            - jax.nn.one_hot(labels_T, items_CxD.shape[0], dtype=jnp.float32)
+            jnp.exp(logits_TxC - lse_T[:, None]) - jax.nn.one_hot(local_T, C, dtype=jnp.float32)
         )
         dlogits_TxC = dlogits_TxC.astype(h_TxD.dtype)
         dh_TxD = jnp.einsum(
@@ -182,7 +248,7 @@ def _cross_entropy_chunks(
         ditems_CxD = carry[1] + jnp.einsum(
             "tc,td->cd", dlogits_TxC, h_TxD, preferred_element_type=jnp.float32
         )
-        return (loss_sum, ditems_CxD), (loss_T, dh_TxD.astype(h_TxD.dtype))
+        return (loss_sum, ditems_CxD), (loss_T, rows.total(dh_TxD).astype(h_TxD.dtype))
 
     init = (jnp.zeros((), jnp.float32),)
     if with_grads:
@@ -195,21 +261,57 @@ def _cross_entropy_chunks(
     return carry[0], unchunk(loss_QxT), unchunk(dh_QxTxD), carry[1].astype(items_CxD.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _cross_entropy_sum(chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL):
-    return _cross_entropy_chunks(
-        chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL, with_grads=False
-    )[0]
+def _chunks(
+    layout: ShardedRows | None, chunk_len: int, *args: jax.Array, with_grads: bool
+) -> tuple[jax.Array, ...]:
+    """:func:`_cross_entropy_chunks` on one device (``layout`` None) or on every device of
+    ``layout.mesh``, each with its ``data`` shard of the positions and ``items`` shard of
+    the table; the loss and the table's gradient are summed over ``data``."""
+    if layout is None:
+        return _cross_entropy_chunks(chunk_len, *args, with_grads=with_grads, rows=_Rows())
+
+    def local(h_BxLxD, shard_XxD, labels_BxL, weights_BxL):
+        C = shard_XxD.shape[0]
+        first = jax.lax.axis_index(ITEMS_AXIS) * C
+        row_C = first + jnp.arange(C)
+        rows = _Rows(first, (row_C >= 1) & (row_C < layout.rows), ITEMS_AXIS)
+        out = _cross_entropy_chunks(
+            chunk_len, h_BxLxD, shard_XxD, labels_BxL, weights_BxL, with_grads, rows
+        )
+        if not with_grads:
+            return (jax.lax.psum(out[0], DATA_AXIS),)
+        loss_sum, loss_BxL, dh_BxLxD, dshard_XxD = out
+        return (
+            jax.lax.psum(loss_sum, DATA_AXIS),
+            loss_BxL,
+            dh_BxLxD,
+            jax.lax.psum(dshard_XxD, DATA_AXIS),
+        )
+
+    batch, table = PartitionSpec(DATA_AXIS), PartitionSpec(ITEMS_AXIS)
+    out_specs = (PartitionSpec(), batch, batch, table) if with_grads else (PartitionSpec(),)
+    return jax.shard_map(
+        local,
+        mesh=layout.mesh,
+        in_specs=(batch, table, batch, batch),
+        out_specs=out_specs,
+        check_vma=False,  # the sums above make the outputs what out_specs say
+    )(*args)
 
 
-def _cross_entropy_sum_fwd(chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL):
-    loss_sum, loss_BxL, dh_BxLxD, ditems_CxD = _cross_entropy_chunks(
-        chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL, with_grads=True
-    )
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _cross_entropy_sum(layout, chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL):
+    args = (h_BxLxD, items_CxD, labels_BxL, weights_BxL)
+    return _chunks(layout, chunk_len, *args, with_grads=False)[0]
+
+
+def _cross_entropy_sum_fwd(layout, chunk_len, h_BxLxD, items_CxD, labels_BxL, weights_BxL):
+    args = (h_BxLxD, items_CxD, labels_BxL, weights_BxL)
+    loss_sum, loss_BxL, dh_BxLxD, ditems_CxD = _chunks(layout, chunk_len, *args, with_grads=True)
     return loss_sum, (loss_BxL, dh_BxLxD, ditems_CxD)
 
 
-def _cross_entropy_sum_bwd(chunk_len, residuals, g):
+def _cross_entropy_sum_bwd(layout, chunk_len, residuals, g):
     loss_BxL, dh_BxLxD, ditems_CxD = residuals
     return (g.astype(dh_BxLxD.dtype) * dh_BxLxD, g * ditems_CxD, None, g * loss_BxL)
 
@@ -305,6 +407,7 @@ def compute_loss(
     train_cfg: TrainConfig,
     key: jax.Array,
     item_log_q: jax.Array | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The loss named by ``train_cfg.loss``, as ``(loss_sum, count)`` over masked positions.
 
@@ -317,9 +420,12 @@ def compute_loss(
       key: randomness for negatives (unused by ``full_softmax``).
       item_log_q: ``[V]`` log sampling probabilities, required when ``train_cfg.negatives``
         is ``popularity`` (see :func:`log_q_from_counts`) and refused otherwise.
+      mesh: the step's mesh when ``train.item_shards`` > 1: the full softmax is computed
+        shard by shard (:func:`full_softmax_loss`); sampled losses gather their candidates'
+        rows from the split table as they are.
     """
     if train_cfg.loss == "full_softmax":
-        return full_softmax_loss(hidden_BxLxD, item_table_VxD, targets_BxL, mask_BxL)
+        return full_softmax_loss(hidden_BxLxD, item_table_VxD, targets_BxL, mask_BxL, mesh=mesh)
     n_items = item_table_VxD.shape[0] - 1
     log_q_V = _negatives_log_q(train_cfg, n_items, item_log_q)
     if train_cfg.loss == "bce":

@@ -40,7 +40,9 @@ def restore_best(
     run_dir: str | Path, *, purpose: str = "evaluate", progress: bool = False
 ) -> RestoredRun:
     """Rebuild the run in ``run_dir`` and restore its best-validation checkpoint (the latest
-    one when no evaluation has run yet). Writes nothing in the run directory.
+    one when no evaluation has run yet), on the run's mesh or, where this machine has too
+    few devices for it, on one (:func:`~srt_jax.train.build.run_mesh`). Writes nothing in
+    the run directory.
 
     Raises:
       TrainingError: the run has no checkpoint (``no checkpoint to <purpose>``), or its
@@ -50,7 +52,7 @@ def restore_best(
     config = run.read_config()
     if not run.checkpoint_dir.is_dir() or not any(run.checkpoint_dir.iterdir()):
         raise TrainingError(f"{run.checkpoint_dir}: no checkpoint to {purpose}")
-    parts = build_run(config, progress=progress)
+    parts = build_run(config, progress=progress, fit_devices=True)
     checkpoints = Checkpoints(run.checkpoint_dir, config.train.keep_checkpoints)
     try:
         step, which_checkpoint = best_step(checkpoints, purpose)

@@ -1,12 +1,14 @@
-"""The jitted training step, written for a device mesh with a ``data`` axis.
+"""The jitted training step, written for a ``data x items`` device mesh.
 
 Following flax's ``examples/gemma`` (NNX): the model is split once into its static graph
 definition, its parameters (the :class:`nnx.Param` state, which is trained) and the rest
 of its state (dropout RNG streams, unused because every call gets its own key); the step
 merges them back inside ``jax.jit(step, in_shardings=..., out_shardings=...,
 donate_argnums=0)``. The batch is sharded along ``data`` (its leading axis), parameters
-and optimiser state are replicated, and the train state's buffers are donated, so the
-update is in place. One CPU device is a mesh of one.
+and optimiser state are replicated except the item tables and their optimiser state, which
+``train.item_shards`` splits by rows along ``items`` (:mod:`srt_jax.train.item_shards`), and
+the train state's buffers are donated, so the update is in place. One CPU device is a 1 x 1
+mesh (:mod:`srt_jax.train.mesh`).
 
 Randomness: the dropout and negative-sampling keys of step ``k`` are ``fold_in(key(seed),
 k)`` split in two, so a run is a pure function of its config and seed and a resumed run
@@ -28,22 +30,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from srt_jax.config import TrainConfig
 from srt_jax.data.sampler import Batch
-from srt_jax.errors import ConfigError
 from srt_jax.train.adaptive_batch import (
     accumulate,
     empty_accumulator,
     half_gradients,
 )
+from srt_jax.train.item_shards import (
+    item_table_rows,
+    pad_item_tables,
+    state_shardings,
+    unpad_item_tables,
+)
 from srt_jax.train.losses import compute_loss
+from srt_jax.train.mesh import ITEMS_AXIS, batch_sharding, check_divisible, replicated
 from srt_jax.train.optim import make_optimizer
 from srt_jax.train.orpo import orpo_term, rejected_items
 from srt_jax.train.transfer import backbone_mask, gate, pull_to_init, unfreeze_points
 
-DATA_AXIS = "data"
 BATCH_FIELDS = ("inputs", "targets", "mask")
 PACKED_FIELDS = ("segments", "slots")
 BATCH_DTYPES = {
@@ -63,38 +70,6 @@ TrainState = dict[str, Any]
 checkpoint holds."""
 
 
-def data_mesh(data_parallel: int | None = None) -> Mesh:
-    """A 1-D mesh over the first ``data_parallel`` devices (None: all) named ``data``."""
-    devices = jax.devices()
-    n = len(devices) if data_parallel is None else data_parallel
-    if n > len(devices):
-        raise ConfigError(
-            f"train.data_parallel = {n} is invalid: only {len(devices)} device(s) are visible",
-            key="train.data_parallel",
-        )
-    return Mesh(np.array(devices[:n]), (DATA_AXIS,))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over ``data``; other axes whole."""
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    """The same full array on every device of ``mesh``."""
-    return NamedSharding(mesh, PartitionSpec())
-
-
-def check_divisible(rows: int, mesh: Mesh, key: str) -> None:
-    """Raise a ConfigError naming ``key`` unless ``rows`` splits evenly over the mesh."""
-    n = mesh.shape[DATA_AXIS]
-    if rows % n:
-        raise ConfigError(
-            f"{key} = {rows} is invalid: expected a multiple of the {n} data-parallel devices",
-            key=key,
-        )
-
-
 class TrainStep:
     """The jitted, donated, sharded step of one run.
 
@@ -104,7 +79,7 @@ class TrainStep:
         multiplier on its kernels).
       train_cfg: loss, optimiser and seed.
       total_tokens: the run's token budget (the schedule's length).
-      mesh: the device mesh (see :func:`data_mesh`).
+      mesh: the device mesh (:func:`srt_jax.train.mesh.data_mesh`).
       n_layers: the model's blocks (``train.transfer``'s progressive unfreezing counts them).
       packed: batches carry ``segments`` and ``slots`` (``data.pack``,
         :mod:`srt_jax.data.packing`), which the model reads as segment ids and positions.
@@ -142,6 +117,9 @@ class TrainStep:
         model.train()
         self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.mesh = mesh
+        self.item_rows = item_table_rows(params)
+        padded = self.item_rows is not None and train_cfg.item_shards > 1
+        params = pad_item_tables(params, train_cfg.item_shards) if padded else params
         self.optimizer = make_optimizer(train_cfg, getattr(model, "hidden_lr_scale", 1.0))
         self.tx = self.optimizer.tx
         self._initial_params = params
@@ -166,7 +144,8 @@ class TrainStep:
             if transfer.l2_to_init:
                 constants["anchor"] = params
                 constants["anchor_mask"] = backbone_mask(params)
-        self._constants = jax.device_put(constants, replicated(mesh))
+        self._constants = jax.device_put(constants, state_shardings(constants, mesh))
+        loss_mesh = mesh if mesh.shape[ITEMS_AXIS] > 1 else None
         optimizer = self.optimizer
         self.adaptive = train_cfg.adaptive_batch is not None
 
@@ -179,6 +158,8 @@ class TrainStep:
             loss_key: jax.Array,
             constants: dict[str, Any],
         ) -> tuple[jax.Array, dict[str, jax.Array]]:
+            if padded:  # the model sees the catalog's V rows of its item tables
+                params = unpad_item_tables(params, self.item_rows)
             net = nnx.merge(self.graphdef, params, constants["rest"])
             hidden_BxLxD = net(
                 batch["inputs"],
@@ -195,6 +176,7 @@ class TrainStep:
                 train_cfg=train_cfg,
                 key=loss_key,
                 item_log_q=constants["item_log_q"],
+                mesh=loss_mesh,
             )
             loss = loss_sum / jnp.maximum(count, 1.0)
             figures = {"loss_sum": loss_sum, "count": count}
@@ -290,11 +272,15 @@ class TrainStep:
             }
             return new_state, metrics
 
-        rep = replicated(mesh)
+        self._state_shardings = state_shardings(
+            jax.eval_shape(self._fresh_state, self._initial_params), mesh
+        )
+        rep, state_sharding = replicated(mesh), self._state_shardings
+        constants_sharding = jax.tree.map(lambda x: x.sharding, self._constants)
         self._jitted = jax.jit(
             step,
-            in_shardings=(rep, batch_sharding(mesh), rep, rep, rep, rep),
-            out_shardings=(rep, rep),
+            in_shardings=(state_sharding, batch_sharding(mesh), constants_sharding, rep, rep, rep),
+            out_shardings=(state_sharding, rep),
             donate_argnums=0,
         )
         self._compiled: dict[int, Any] = {}  # batch rows -> the step compiled for them
@@ -303,7 +289,7 @@ class TrainStep:
         """The initial train state (a copy of the model's parameters, fresh optimiser),
         replicated; each call gives new buffers (the step donates them)."""
         return jax.device_put(
-            self._fresh_state(self._initial_params), replicated(self.mesh), may_alias=False
+            self._fresh_state(self._initial_params), self._state_shardings, may_alias=False
         )
 
     def _fresh_state(self, params: nnx.State) -> TrainState:
@@ -316,13 +302,17 @@ class TrainStep:
         """The parameters of ``state`` to evaluate (rank, held-out loss, serve): its params,
         or schedule-free's averaged ones (:meth:`~srt_jax.train.optim.Optimizer.eval_params`).
         Every evaluation of a train state or checkpoint goes through here."""
-        return self.optimizer.eval_params(state["opt_state"], state["params"])
+        params = self.optimizer.eval_params(state["opt_state"], state["params"])
+        return params if self.item_rows is None else unpad_item_tables(params, self.item_rows)
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state (a restore target)."""
-        rep = replicated(self.mesh)
         shapes = jax.eval_shape(self._fresh_state, self._initial_params)
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
+        return jax.tree.map(
+            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            shapes,
+            self._state_shardings,
+        )
 
     def put_batch(self, batch: Batch) -> dict[str, jax.Array]:
         """The batch's inputs, targets and mask (and the targets' ratings, when the objective
