@@ -52,9 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``srt-jax train``."""
+    from srt_jax.train.distributed import initialize_from_env
     from srt_jax.train.loop import train
 
     config = load_config(args.config, args.overrides)
+    initialize_from_env()
     run_dir = Path(args.out) if args.out else Path(DEFAULT_RUNS_DIR) / config_hash(config)
     summary = train(config, run_dir, progress=not args.quiet)
     text = "\n".join(

@@ -55,6 +55,7 @@ from srt_jax.config import EvalConfig
 from srt_jax.data.sampler import gather_windows, iter_eval_batches
 from srt_jax.data.splits import Split, Targets
 from srt_jax.data.test_sets import describe
+from srt_jax.train.distributed import place
 from srt_jax.train.item_shards import (
     item_table_rows,
     pad_item_tables,
@@ -231,7 +232,7 @@ class Evaluator:
         self.n_items = n_items
         devices = mesh.shape[DATA_AXIS]
         self.rows = -(-batch_users(eval_cfg, mesh) // devices) * devices
-        self._rest = jax.device_put(rest, replicated(mesh))
+        self._rest = place(rest, replicated(mesh))
         self.candidates = (
             None
             if eval_cfg.sampled_candidates is None
@@ -250,9 +251,14 @@ class Evaluator:
             self._param_shardings,
         )
         on_mesh = self._param_shardings
-        self._loss: Any = jax.jit(self._loss_fn, in_shardings=(on_mesh, rep, rows, rows, rows))
+        self._rows = rows
+        self._loss: Any = jax.jit(
+            self._loss_fn, in_shardings=(on_mesh, rep, rows, rows, rows), out_shardings=rep
+        )
         n_row_args = 4 if self.candidates is None else 5  # + candidates when sampled
-        self._rank_jit = jax.jit(self._rank_fn, in_shardings=(on_mesh, rep) + (rows,) * n_row_args)
+        self._rank_jit = jax.jit(  # ranks gathered on every device: every process reads them
+            self._rank_fn, in_shardings=(on_mesh, rep) + (rows,) * n_row_args, out_shardings=rep
+        )
         self._rank_compiled: dict[tuple[int, int], Any] = {}
         self._plans = {which: self._plan(getattr(split, which)) for which in ("valid", "test")}
 
@@ -269,7 +275,13 @@ class Evaluator:
         if not self._split_tables:
             return params
         padded = pad_item_tables(params, self._items_mesh.shape[ITEMS_AXIS])
-        return jax.device_put(padded, self._param_shardings)
+        return jax.jit(lambda p: p, out_shardings=self._param_shardings)(padded)
+
+    def _on_rows(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+        """Numpy arrays of a chunk of users (or held-out windows) split over ``data``, as
+        global arrays (:func:`~srt_jax.train.distributed.place`)."""
+        placed = place(dict(enumerate(arrays)), self._rows)
+        return tuple(placed[i] for i in range(len(arrays)))
 
     def _loss_fn(self, params, rest, inputs_BxL, targets_BxL, mask_BxL):
         net = self._model(params, rest)
@@ -335,7 +347,8 @@ class Evaluator:
             batch_size=self.rows,
             stride=self.cfg.heldout_stride,
         ):
-            sums.append(self._loss(params, self._rest, batch.inputs, batch.targets, batch.mask))
+            arrays = self._on_rows(batch.inputs, batch.targets, batch.mask)
+            sums.append(self._loss(params, self._rest, *arrays))
         loss_sum, count = np.sum(np.asarray(jax.device_get(sums), np.float64), axis=0)
         return float(loss_sum / count)
 
@@ -351,7 +364,7 @@ class Evaluator:
         out = []
         for context, arrays in self._chunks(targets, plan):
             rank = self._rank_compiled.get((context, plan.seen_width), self._rank_jit)
-            out.append(rank(params, self._rest, *arrays))
+            out.append(rank(params, self._rest, *self._on_rows(*arrays)))
         ranks = jax.device_get(out)
         unfiltered = np.empty(len(targets), np.int64)
         filtered = np.empty(len(targets), np.int64)

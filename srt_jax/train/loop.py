@@ -51,6 +51,7 @@ fails the run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import resource
 import time
@@ -66,10 +67,11 @@ from srt_jax.progress import progress_bar
 from srt_jax.train.adaptive_batch import BatchController
 from srt_jax.train.build import build_run, train_item_counts
 from srt_jax.train.checkpoint import BEST_METRIC, Checkpoints, checkpoint_params
+from srt_jax.train.distributed import is_writer
 from srt_jax.train.embedding_quality import embedding_quality
 from srt_jax.train.loop_state import LoopState
 from srt_jax.train.mesh import ITEMS_AXIS
-from srt_jax.train.run_dir import RunDirectory
+from srt_jax.train.run_dir import FollowerRunDirectory, RunDirectory
 from srt_jax.train.tracking import Trackers, check_installed
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -422,7 +424,11 @@ def train(config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> d
     Raises:
       RunFailedError: a non-finite loss or gradient (summary status ``failed``).
     """
-    run = RunDirectory(run_dir)
+    writer = is_writer()
+    run = RunDirectory(run_dir) if writer else FollowerRunDirectory(run_dir)
+    if not writer:  # one process logs, tracks and shows progress
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, trackers=()))
+        progress = False
     run.check_config(config)
     summary = run.read_summary()
     if summary is not None and summary.get("status") == "done":

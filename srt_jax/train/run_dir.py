@@ -140,3 +140,21 @@ class RunDirectory:
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Replace ``summary.json`` atomically."""
         write_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
+
+
+class FollowerRunDirectory(RunDirectory):
+    """A run directory that another process writes: the processes of a multi-process run
+    other than process 0 read its config and train from its checkpoints, and write none of
+    its files (:mod:`srt_jax.train.distributed`)."""
+
+    def claim(self, config: RunConfig) -> None:
+        """Nothing: process 0 writes ``config.yaml``."""
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Nothing: process 0 writes ``metrics.jsonl``."""
+
+    def truncate_metrics(self, step: int) -> None:
+        """Nothing: process 0 truncates ``metrics.jsonl``."""
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Nothing: process 0 writes ``summary.json``."""

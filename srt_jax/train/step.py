@@ -39,6 +39,7 @@ from srt_jax.train.adaptive_batch import (
     empty_accumulator,
     half_gradients,
 )
+from srt_jax.train.distributed import place
 from srt_jax.train.item_shards import (
     item_table_rows,
     pad_item_tables,
@@ -144,7 +145,7 @@ class TrainStep:
             if transfer.l2_to_init:
                 constants["anchor"] = params
                 constants["anchor_mask"] = backbone_mask(params)
-        self._constants = jax.device_put(constants, state_shardings(constants, mesh))
+        self._constants = place(constants, state_shardings(constants, mesh))
         loss_mesh = mesh if mesh.shape[ITEMS_AXIS] > 1 else None
         optimizer = self.optimizer
         self.adaptive = train_cfg.adaptive_batch is not None
@@ -288,7 +289,7 @@ class TrainStep:
     def init_state(self) -> TrainState:
         """The initial train state (a copy of the model's parameters, fresh optimiser),
         replicated; each call gives new buffers (the step donates them)."""
-        return jax.device_put(
+        return place(
             self._fresh_state(self._initial_params), self._state_shardings, may_alias=False
         )
 
@@ -320,7 +321,7 @@ class TrainStep:
         arrays = {name: getattr(batch, name) for name in self.batch_fields}
         if "ratings" in arrays and arrays["ratings"] is None:
             raise ValueError("train.orpo.rejected = disliked needs batches with ratings")
-        return jax.device_put(arrays, batch_sharding(self.mesh))
+        return place(arrays, batch_sharding(self.mesh))
 
     def compile(self, batch_size: int, max_len: int, packed_rows: int | None = None) -> float:
         """Compile the step ahead of time for ``[batch_size, max_len]`` batches (and, with
