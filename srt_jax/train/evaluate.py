@@ -251,6 +251,7 @@ class Evaluator:
             self._param_shardings,
         )
         on_mesh = self._param_shardings
+        self._split = jax.jit(lambda p: pad_item_tables(p, shards), out_shardings=on_mesh)
         self._rows = rows
         self._loss: Any = jax.jit(
             self._loss_fn, in_shardings=(on_mesh, rep, rows, rows, rows), out_shardings=rep
@@ -272,10 +273,7 @@ class Evaluator:
     def _on_mesh(self, params: nnx.State) -> nnx.State:
         """``params`` placed as the kernels take them: with ``train.item_shards``, the item
         tables padded and split over ``items`` (:mod:`srt_jax.train.item_shards`)."""
-        if not self._split_tables:
-            return params
-        padded = pad_item_tables(params, self._items_mesh.shape[ITEMS_AXIS])
-        return jax.jit(lambda p: p, out_shardings=self._param_shardings)(padded)
+        return self._split(params) if self._split_tables else params
 
     def _on_rows(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
         """Numpy arrays of a chunk of users (or held-out windows) split over ``data``, as
