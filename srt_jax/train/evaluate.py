@@ -59,7 +59,7 @@ from srt_jax.train.distributed import place
 from srt_jax.train.item_shards import (
     item_table_rows,
     pad_item_tables,
-    padded_rows,
+    pad_rows,
     state_shardings,
     unpad_item_tables,
 )
@@ -117,7 +117,7 @@ def rank_targets(
         above_U, above_unseen_U = _count_above(table_VxD, 0, V, item_chunk, *args)
         return above_U + 1, above_unseen_U + 1
     shards = mesh.shape[ITEMS_AXIS]
-    table_XxD = jnp.pad(table_VxD, ((0, padded_rows(V, shards) - V), (0, 0)))
+    table_XxD = pad_rows(table_VxD, shards)
 
     def local(shard_XxD: jax.Array, *users: jax.Array) -> tuple[jax.Array, jax.Array]:
         first = jax.lax.axis_index(ITEMS_AXIS) * shard_XxD.shape[0]

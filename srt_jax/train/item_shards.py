@@ -54,14 +54,16 @@ def _map_item_tables(fn: Any, tree: Any) -> Any:
     )
 
 
+def pad_rows(table_VxD: jax.Array, shards: int) -> jax.Array:
+    """``table_VxD`` with zero rows appended up to a multiple of ``shards`` rows (the same
+    array when V already is one)."""
+    extra = padded_rows(table_VxD.shape[0], shards) - table_VxD.shape[0]
+    return jnp.pad(table_VxD, ((0, extra), (0, 0))) if extra else table_VxD
+
+
 def pad_item_tables(params: Any, shards: int) -> Any:
     """``params`` with every item table padded with zero rows to a multiple of ``shards``."""
-
-    def pad(table_VxD: jax.Array) -> jax.Array:
-        extra = padded_rows(table_VxD.shape[0], shards) - table_VxD.shape[0]
-        return jnp.pad(table_VxD, ((0, extra), (0, 0))) if extra else table_VxD
-
-    return _map_item_tables(pad, params)
+    return _map_item_tables(lambda table: pad_rows(table, shards), params)
 
 
 def unpad_item_tables(params: Any, rows: int) -> Any:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from srt_jax.config import TrainConfig
-from srt_jax.train.item_shards import padded_rows
+from srt_jax.train.item_shards import pad_rows
 from srt_jax.train.mesh import DATA_AXIS, ITEMS_AXIS
 
 MAX_CHUNK_LOGITS = 2**20
@@ -154,7 +154,7 @@ def full_softmax_loss(
         return loss_sum, count
     V = item_table_VxD.shape[0]
     shards = mesh.shape[ITEMS_AXIS]
-    table_XxD = jnp.pad(item_table_VxD, ((0, padded_rows(V, shards) - V), (0, 0)))
+    table_XxD = pad_rows(item_table_VxD, shards)
     chunk_len = chunk_length(
         B // mesh.shape[DATA_AXIS], L, table_XxD.shape[0] // shards, max_chunk_logits
     )
