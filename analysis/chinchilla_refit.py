@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ours = law_estimates(fit, K, CHINCHILLA_COMPUTE)
     result = bootstrap_runs(
         points,
-        lambda s: law_estimates(fit_approach3(s.n_total, s.tokens, s.loss), K, CHINCHILLA_COMPUTE),
+        lambda s: law_estimates(
+            fit_approach3(s.n_total, s.tokens, s.loss, start=fit.law), K, CHINCHILLA_COMPUTE
+        ),
         args.bootstrap,
         args.seed,
     )

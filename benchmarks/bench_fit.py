@@ -5,9 +5,12 @@ Prints, all measured in this process:
 - one variable-projection fit (grid + exponent L-BFGS + polish) and one naive fit (L-BFGS
   from every start of Epoch AI's 4,500-point grid, the same summed Huber objective with
   its analytic gradient), their objectives and the speed ratio;
-- the wall time of the full fit plus ``--resamples`` bootstrap refits in ``--workers``
-  processes (issue 13's bar: at most 10 s for 1,000 on a 2-core machine), ``--repeats``
-  times.
+- the wall time of the full fit plus ``--resamples`` bootstrap refits (each started from
+  the full fit's law, as ``srt-jax fit`` does) in ``--workers`` processes (issue 13's bar:
+  at most 10 s for 1,000 on a 2-core machine), ``--repeats`` times;
+- how the refits started from the full fit compare with full searches (grid, exponent
+  search, polish) on the first ``--compare`` resamples: the largest relative objective
+  difference and the largest exponent difference.
 
     python benchmarks/bench_fit.py [--resamples 1000] [--repeats 2] [--naive-starts 4500]
         [--workers N]
@@ -56,9 +59,40 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def chinchilla_estimates(sample: ScalingPoints, k: float, target: float) -> dict[str, float]:
-    """The bootstrap estimator: approach 3's law and its predictions at ``target`` FLOPs."""
-    return law_estimates(fit_approach3(sample.n_total, sample.tokens, sample.loss), k, target)
+def chinchilla_estimates(
+    sample: ScalingPoints, k: float, target: float, start: ChinchillaLaw
+) -> dict[str, float]:
+    """The bootstrap estimator: approach 3's law, refitted from ``start`` (as ``srt-jax fit``
+    does), and its predictions at ``target`` FLOPs."""
+    fit = fit_approach3(sample.n_total, sample.tokens, sample.loss, start=start)
+    return law_estimates(fit, k, target)
+
+
+def compare_refits(points: ScalingPoints, start: ChinchillaLaw, resamples: int) -> None:
+    """Print how refits from ``start`` compare with full searches on ``resamples`` resamples."""
+    rng = np.random.default_rng(0)
+    seconds = {"refit": 0.0, "search": 0.0}
+    objective_gap = exponent_gap = 0.0
+    for _ in range(resamples):
+        sample = points.take(rng.integers(0, len(points), len(points)))
+        fits = {}
+        for way, begin in (("refit", start), ("search", None)):
+            started = time.perf_counter()
+            fits[way] = fit_approach3(sample.n_total, sample.tokens, sample.loss, start=begin)
+            seconds[way] += time.perf_counter() - started
+        refit, search = fits["refit"], fits["search"]
+        objective_gap = max(objective_gap, refit.objective / search.objective - 1.0)
+        exponent_gap = max(
+            exponent_gap,
+            abs(refit.law.alpha - search.law.alpha),
+            abs(refit.law.beta - search.law.beta),
+        )
+    print(
+        f"{resamples} resamples refitted from the full fit: "
+        f"{seconds['refit'] / resamples * 1e3:.1f} ms a fit against "
+        f"{seconds['search'] / resamples * 1e3:.1f} ms for a full search; largest relative "
+        f"objective excess {objective_gap:.1e}, largest exponent difference {exponent_gap:.1e}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--naive-starts", type=int, default=len(EPOCH_GRID))
+    parser.add_argument("--compare", type=int, default=100, help="resamples fitted both ways")
     parser.add_argument(
         "--workers",
         type=int,
@@ -106,13 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"speed-up of variable projection over the naive fit: {naive_s / varpro_s:.0f}x")
 
+    compare_refits(points, fit.law, args.compare)
+
     workers = args.workers or default_workers(args.resamples)
     for repeat in range(1, args.repeats + 1):
         started = time.perf_counter()
         fit = fit_approach3(n, d, loss)
         result = bootstrap_runs(
             points,
-            functools.partial(chinchilla_estimates, k=6.0, target=5.88e23),
+            functools.partial(chinchilla_estimates, k=6.0, target=5.88e23, start=fit.law),
             args.resamples,
             seed=repeat,
             workers=workers,

@@ -207,6 +207,35 @@ def test_bootstrap_intervals_cover_the_truth():
     assert result.summary()["alpha"]["failed"] == 0
 
 
+@pytest.mark.parametrize("points", [chinchilla_points(), synthetic_points(seed=5, sigma=0.01)])
+def test_a_refit_from_the_full_fit_equals_a_full_search(points):
+    """The bootstrap's refits start from the law of all points: on 15 resamples each reaches
+    the objective and exponents of a grid + exponent search + polish from scratch."""
+    start = fit_approach3(points.n_total, points.tokens, points.loss).law
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        sample = points.take(rng.integers(0, len(points), len(points)))
+        args = (sample.n_total, sample.tokens, sample.loss)
+        refit, search = fit_approach3(*args, start=start), fit_approach3(*args)
+        assert refit.started_from == start and refit.profile is None
+        assert search.started_from is None
+        assert refit.objective <= search.objective * (1 + 1e-9)
+        assert refit.law.alpha == pytest.approx(search.law.alpha, abs=1e-4)
+        assert refit.law.beta == pytest.approx(search.law.beta, abs=1e-4)
+        assert "started_from" in refit.convergence() and "grid_best" not in refit.convergence()
+
+
+def test_a_refit_whose_polish_ends_on_a_bound_searches_from_scratch():
+    points = synthetic_points(seed=5, sigma=0.01)
+    args = (points.n_total, points.tokens, points.loss)
+    bad_start = ChinchillaLaw(E=1.8, A=400.0, B=400.0, alpha=4.0, beta=4.0)
+    fit = fit_approach3(*args, start=bad_start)
+    assert fit.started_from is None and fit.profile is not None
+    assert fit.law.alpha == pytest.approx(fit_approach3(*args).law.alpha)
+    zero_start = ChinchillaLaw(E=0.0, A=400.0, B=400.0, alpha=0.3, beta=0.3)
+    assert fit_approach3(*args, start=zero_start).started_from is None
+
+
 def test_bootstrap_resamples_whole_runs():
     points = synthetic_points(seed=6, sigma=0.0)
     seen = []

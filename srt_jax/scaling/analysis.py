@@ -27,6 +27,7 @@ from srt_jax.scaling.data_constrained import analyse_data_constrained, repeats_d
 from srt_jax.scaling.frontier import fit_compute_law, fit_metric_law, pareto_frontier
 from srt_jax.scaling.identifiability import identifiability
 from srt_jax.scaling.kaplan import fit_kaplan
+from srt_jax.scaling.laws import ChinchillaLaw
 from srt_jax.scaling.points import ParamsKind, ScalingPoints
 from srt_jax.scaling.predict import holdout_check
 from srt_jax.scaling.validation import EXTRAPOLATION_RESAMPLES, extrapolation_check, grade
@@ -122,6 +123,7 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
         options=options,
         k=k,
         target=target,
+        start=fit.law,
         with_approach1=approach1 is not None,
         approach2=approach2,
     )
@@ -215,12 +217,14 @@ def _estimates(
     options: FitOptions,
     k: float,
     target: float,
+    start: ChinchillaLaw,
     with_approach1: bool,
     approach2: Approach2Result | None,
 ) -> dict[str, float]:
-    """Bootstrap estimator: approach 3 always; approach 1/2 exponents where they apply."""
+    """Bootstrap estimator: approach 3 (refitted from ``start``, the law of all the points)
+    always; approach 1/2 exponents where they apply."""
     n = sample.params(options.params)
-    fit = fit_approach3(n, sample.tokens, sample.loss, delta=options.delta)
+    fit = fit_approach3(n, sample.tokens, sample.loss, delta=options.delta, start=start)
     out = law_estimates(fit, k, target)
     if with_approach1:
         found = _try({}, "approach1", lambda: _approach1(sample, n, options))

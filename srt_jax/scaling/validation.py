@@ -75,7 +75,7 @@ def extrapolation_check(
     fit = fit_approach3(n[train], points.tokens[train], points.loss[train], delta=delta)
     predicted = fit.law.loss(n[held], points.tokens[held])
     relative = predicted / points.loss[held] - 1.0
-    intervals = _prediction_intervals(points, params, train, held, delta, resamples, seed)
+    intervals = _prediction_intervals(points, params, train, held, fit, resamples, seed)
     per_run = []
     for j, i in enumerate(held):
         row = {
@@ -175,18 +175,21 @@ def _prediction_intervals(
     params: ParamsKind,
     train: np.ndarray,
     held: np.ndarray,
-    delta: float,
+    fit: Approach3Fit,
     resamples: int,
     seed: int,
 ) -> list[tuple[float, float]] | None:
     """95% percentile intervals [held] of the held runs' predicted losses over bootstrap
-    refits on resamples of the ``train`` runs (None without resamples)."""
+    refits (from ``fit``, the ``train`` runs' law) on resamples of the ``train`` runs (None
+    without resamples)."""
     if resamples == 0:
         return None
     n_held, d_held = points.params(params)[held], points.tokens[held]
 
     def predict(sample: ScalingPoints) -> dict[str, float]:
-        law = fit_approach3(sample.params(params), sample.tokens, sample.loss, delta=delta).law
+        law = fit_approach3(
+            sample.params(params), sample.tokens, sample.loss, delta=fit.delta, start=fit.law
+        ).law
         values = law.loss(n_held, d_held)
         return {str(j): float(v) for j, v in enumerate(values)}
 
