@@ -5,7 +5,8 @@ length 200, times the jitted, donated train step (optimizer included) on the sam
 MovieLens-100K batches, dispatched as the loop does, and prints trained target tokens/s and
 the achieved FLOP/s — the analytic training FLOPs of ``srt_jax.models.counting`` per trained
 target token (and per computed position, padding included) — as a fraction of a large
-float32 matmul's FLOP/s measured in the same process. The machine is shared, so steps and
+matmul's FLOP/s in the model's compute dtype (float32 on a CPU, bfloat16 on a GPU by default)
+measured in the same process. The machine is shared, so steps and
 the matmul are timed in interleaved rounds and each keeps its fastest round. Each shape runs
 in its own process, so the peak RSS printed is that shape's. With ``--pack`` each shape is
 timed again with ``data.pack`` (the batch's windows packed into fewer rows with segment
@@ -21,8 +22,12 @@ test NDCG@10 / HR@10 / MRR@10 at the best-validation checkpoint (unfiltered, Rec
 protocol, and seen-filtered), and their mean over the seeds beside the issue's bar.
 
     python benchmarks/bench_train.py [--shapes small large] [--pack] [--rounds 5] [--steps 10]
+                                     [--set model.dtype=float32 ...] [--json results.json]
                                      [--quality-seeds 0 1 2] [--eval-every TOKENS]
                                      [--config configs/ml100k_sasrec_fast.yaml]
+
+``--set`` overrides config keys of every timed shape (e.g. ``model.attention=einsum``);
+``--json`` writes every shape's figures to a file.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srt_jax.config import RunConfig, load_config, replace
+from srt_jax.models.layers import compute_dtype, fused_attention
 from srt_jax.train.build import build_run
 from srt_jax.train.loop import peak_rss_mb, train
 from srt_jax.train.run_dir import RunDirectory
@@ -48,15 +54,22 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml100k_sasrec.yaml"
 SHAPES = {
     "small": [],
     "large": ["model.d_model=256", "model.n_layers=4", "model.n_heads=4", "data.max_len=200"],
+    "gpu": [  # a step big enough to occupy a GPU (benchmarks/bench_gpu.py)
+        "model.d_model=512",
+        "model.n_layers=4",
+        "model.n_heads=8",
+        "data.max_len=200",
+        "train.batch_size=256",
+    ],
 }
 QUALITY_NDCG = 0.050
 TEST_BAR = {"ndcg@10": 0.064, "hr@10": 0.136}  # RecBole 1.2.1 SASRec, converged
 TEST_KEYS = ("ndcg@10", "hr@10", "mrr@10")
 
 
-def matmul_rate(n: int = 3072) -> float:
-    """FLOP/s of one jitted float32 ``n x n @ n x n`` matmul (compiled before timing)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+def matmul_rate(dtype: jnp.dtype, n: int = 3072) -> float:
+    """FLOP/s of one jitted ``n x n @ n x n`` matmul in ``dtype`` (compiled before timing)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     fn = jax.jit(lambda x: x @ x)
     fn(a).block_until_ready()
     start = time.perf_counter()
@@ -73,6 +86,7 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
     batches = parts.sampler.iter_batches()
     best_step, best_matmul, k, tokens = float("inf"), 0.0, 0, 0
     positions, real_inputs, timed_tokens = 0, 0, 0
+    dtype = compute_dtype(config.model.dtype)
     for round_ in range(rounds + 1):  # round 0 warms up
         start, round_tokens, previous = time.perf_counter(), 0, None
         for _ in range(steps):
@@ -91,7 +105,7 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
         if round_:
             seconds = (time.perf_counter() - start) / round_tokens
             best_step = min(best_step, seconds)
-            best_matmul = max(best_matmul, *(matmul_rate() for _ in range(3)))
+            best_matmul = max(best_matmul, *(matmul_rate(dtype) for _ in range(3)))
     tokens_per_s = 1.0 / best_step
     positions_per_token = positions / timed_tokens
     flop_rate = parts.flops_per_token * tokens_per_s
@@ -102,7 +116,10 @@ def bench_shape(config: RunConfig, rounds: int, steps: int) -> dict:
             "max_len": max_len,
             "batch_size": train_cfg.batch_size,
             "packed_rows": parts.sampler.packed_rows,
+            "dtype": dtype.name,
+            "attention": "fused" if fused_attention(config.model.attention) else "einsum",
         },
+        "platform": jax.default_backend(),
         "padding_share": 1.0 - real_inputs / positions,
         "compile_s": compile_s,
         "tokens_per_s": tokens_per_s,
@@ -172,20 +189,33 @@ def main() -> None:
         action="store_true",
         help="also time each shape with data.pack (windows packed with segment ids)",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override of every timed shape (repeatable)",
+    )
+    parser.add_argument("--json", type=Path, help="write the timed shapes' figures here")
     parser.add_argument("--one", choices=sorted(SHAPES), help=argparse.SUPPRESS)  # a child
     parser.add_argument("--one-packed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        config = load_config(CONFIG, SHAPES[args.one] + [f"data.pack={args.one_packed}"])
+        overrides = SHAPES[args.one] + [f"data.pack={args.one_packed}", *args.overrides]
+        config = load_config(CONFIG, overrides)
         print(json.dumps(bench_shape(config, args.rounds, args.steps)))
         return
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; quality config {args.config}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    timed = []
     for name, packed in [(n, p) for n in args.shapes for p in [False, True][: 1 + args.pack]]:
         child = [sys.executable, __file__, "--one", name, *(["--one-packed"] if packed else [])]
         child += ["--rounds", str(args.rounds), "--steps", str(args.steps)]
+        child += [f"--set={override}" for override in args.overrides]
         out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
+        timed.append({"name": name, "packed": packed, "overrides": args.overrides, **result})
         shape = result["shape"]
         rows = shape["packed_rows"]
         layout = f"packed into {rows} rows" if rows else "unpacked"
@@ -195,12 +225,15 @@ def main() -> None:
             f"[{name}, {layout}] d_model {shape['d_model']}, {shape['n_layers']} layers, L "
             f"{shape['max_len']}, B {shape['batch_size']}: {result['tokens_per_s']:,.0f} trained "
             f"tokens/s, {result['gflops_per_s']:.1f} GFLOP/s = "
-            f"{result['fraction_of_matmul']:.1%} of the matmul's "
+            f"{result['fraction_of_matmul']:.1%} of the {shape['dtype']} matmul's "
             f"{result['matmul_gflops_per_s']:.1f} GFLOP/s "
             f"({result['fraction_of_matmul_positions']:.1%} counting padded positions); "
             f"padding {result['padding_share']:.1%} of the positions; "
-            f"compile {result['compile_s']:.1f} s; peak RSS {result['peak_rss_mb']:,.0f} MiB"
+            f"compile {result['compile_s']:.1f} s; peak RSS {result['peak_rss_mb']:,.0f} MiB; "
+            f"{shape['attention']} attention on {result['platform']}"
         )
+    if args.json:
+        args.json.write_text(json.dumps(timed, indent=1) + "\n")
     results = []
     for seed in args.quality_seeds:
         overrides = [f"train.seed={seed}"]
