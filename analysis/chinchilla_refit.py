@@ -25,6 +25,7 @@ from srt_jax.scaling.approach3 import fit_approach3
 from srt_jax.scaling.bootstrap import bootstrap_runs
 from srt_jax.scaling.laws import ChinchillaLaw
 from srt_jax.scaling.loaders import ColumnNames, load_points
+from srt_jax.scaling.warm_start import warm_start
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CHINCHILLA_COMPUTE = 5.88e23
@@ -47,10 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     fit = fit_approach3(points.n_total, points.tokens, points.loss, delta=1e-3)
     ours = law_estimates(fit, K, CHINCHILLA_COMPUTE)
+    warm = warm_start(
+        points, "total", fit.law, bootstrap=args.bootstrap, delta=1e-3, seed=args.seed
+    )
     result = bootstrap_runs(
         points,
         lambda s: law_estimates(
-            fit_approach3(s.n_total, s.tokens, s.loss, start=fit.law), K, CHINCHILLA_COMPUTE
+            fit_approach3(s.n_total, s.tokens, s.loss, start=warm.start), K, CHINCHILLA_COMPUTE
         ),
         args.bootstrap,
         args.seed,

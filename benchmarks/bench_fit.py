@@ -5,9 +5,10 @@ Prints, all measured in this process:
 - one variable-projection fit (grid + exponent L-BFGS + polish) and one naive fit (L-BFGS
   from every start of Epoch AI's 4,500-point grid, the same summed Huber objective with
   its analytic gradient), their objectives and the speed ratio;
-- the wall time of the full fit plus ``--resamples`` bootstrap refits (each started from
-  the full fit's law, as ``srt-jax fit`` does) in ``--workers`` processes (issue 13's bar:
-  at most 10 s for 1,000 on a 2-core machine), ``--repeats`` times;
+- the wall time of the full fit, the check of refits from its law
+  (:mod:`srt_jax.scaling.warm_start`) and ``--resamples`` bootstrap refits, as ``srt-jax
+  fit`` runs them, in ``--workers`` processes (issue 13's bar: at most 10 s for 1,000 on a
+  2-core machine), ``--repeats`` times;
 - how the refits started from the full fit compare with full searches (grid, exponent
   search, polish) on the first ``--compare`` resamples: the largest relative objective
   difference and the largest exponent difference.
@@ -37,6 +38,7 @@ from srt_jax.scaling.lbfgs import many_start_fit, start_grid
 from srt_jax.scaling.loaders import ColumnNames, load_points
 from srt_jax.scaling.objective import chinchilla_residuals
 from srt_jax.scaling.points import ScalingPoints
+from srt_jax.scaling.warm_start import warm_start
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_svg_extracted.csv"
 EPOCH_GRID = start_grid(  # (e, a, b, alpha, beta) as in Epoch AI's data_analysis notebook
@@ -60,10 +62,11 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
 
 
 def chinchilla_estimates(
-    sample: ScalingPoints, k: float, target: float, start: ChinchillaLaw
+    sample: ScalingPoints, k: float, target: float, start: ChinchillaLaw | None
 ) -> dict[str, float]:
-    """The bootstrap estimator: approach 3's law, refitted from ``start`` (as ``srt-jax fit``
-    does), and its predictions at ``target`` FLOPs."""
+    """The bootstrap estimator: approach 3's law, refitted from ``start`` where the check of
+    :mod:`srt_jax.scaling.warm_start` allows (as ``srt-jax fit`` does), and its predictions
+    at ``target`` FLOPs."""
     fit = fit_approach3(sample.n_total, sample.tokens, sample.loss, start=start)
     return law_estimates(fit, k, target)
 
@@ -147,9 +150,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for repeat in range(1, args.repeats + 1):
         started = time.perf_counter()
         fit = fit_approach3(n, d, loss)
+        warm = warm_start(
+            points,
+            "total",
+            fit.law,
+            bootstrap=args.resamples,
+            delta=1e-3,
+            seed=repeat,
+            workers=workers,
+        )
         result = bootstrap_runs(
             points,
-            functools.partial(chinchilla_estimates, k=6.0, target=5.88e23, start=fit.law),
+            functools.partial(chinchilla_estimates, k=6.0, target=5.88e23, start=warm.start),
             args.resamples,
             seed=repeat,
             workers=workers,
@@ -160,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"run {repeat}: fit + {args.resamples} bootstrap resamples in {wall:.1f} s "
             f"({wall / (args.resamples + 1) * 1e3:.1f} ms per fit, {workers} processes; "
-            f"{failed} failed; "
+            f"{failed} failed; refits {warm.summary()['refits']}, {warm.missed} of "
+            f"{warm.checked} checks missed; "
             f"alpha 95% [{lo:.4f}, {hi:.4f}]); bar 10 s: {'met' if wall <= 10 else 'MISSED'}"
         )
     return 0

@@ -1,5 +1,6 @@
 """Approach 3 and the law algebra: golden Chinchilla refit, pitfall, known-answer recovery."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from srt_jax.errors import DataError
+from srt_jax.scaling import warm_start as warm_start_module
 from srt_jax.scaling.approach3 import fit_approach3, inner_fit
 from srt_jax.scaling.bootstrap import bootstrap_runs
 from srt_jax.scaling.laws import ChinchillaLaw, PowerLaw, compute_law_loss, kaplan_loss
@@ -20,6 +22,12 @@ from srt_jax.scaling.objective import (
     kaplan_residuals,
 )
 from srt_jax.scaling.points import ScalingPoints
+from srt_jax.scaling.warm_start import (
+    CHECK_RESAMPLES,
+    MIN_BOOTSTRAP,
+    OBJECTIVE_TOLERANCE,
+    warm_start,
+)
 
 DATA = Path(__file__).resolve().parent / "data"  # golden files, see tests/data/README.md
 CHINCHILLA_CSV = DATA / "chinchilla_svg_extracted.csv"
@@ -274,3 +282,41 @@ def test_bootstrap_in_worker_processes_equals_one_process():
     )
     for name in ("alpha", "beta"):
         np.testing.assert_array_equal(one.samples[name], two.samples[name])
+
+
+def test_bootstrap_refits_start_from_the_point_law_only_when_checked():
+    points = chinchilla_points()
+    law = fit_approach3(points.n_total, points.tokens, points.loss).law
+    checked = warm_start(points, "total", law, bootstrap=1000, delta=1e-3, seed=0)
+    assert checked.start == law
+    assert (checked.checked, checked.missed) == (CHECK_RESAMPLES, 0)
+    assert checked.largest_excess <= OBJECTIVE_TOLERANCE
+    assert checked.summary()["refits"] == "from the point law"
+    small = warm_start(points, "total", law, bootstrap=MIN_BOOTSTRAP - 1, delta=1e-3, seed=0)
+    assert small.start is None and small.checked == 0
+    assert small.summary()["refits"] == "full search"
+
+
+def test_one_refit_short_of_the_search_means_full_searches(monkeypatch):
+    """A resample whose best fit lies in another basin: the refit from the point law stops
+    short of the full search there, and then no resample starts from the point law."""
+    points = synthetic_points(seed=5, sigma=0.01)
+    law = fit_approach3(points.n_total, points.tokens, points.loss).law
+    calls = {"refits": 0}
+
+    def fit_with_one_short_refit(n, d, loss, *, delta, start=None):
+        fit = fit_approach3(n, d, loss, delta=delta, start=start)
+        if start is None:
+            return fit
+        calls["refits"] += 1
+        if calls["refits"] == 7:
+            return dataclasses.replace(fit, objective=fit.objective * 1.01)
+        return fit
+
+    monkeypatch.setattr(warm_start_module, "fit_approach3", fit_with_one_short_refit)
+    monkeypatch.setattr(warm_start_module, "CHECK_RESAMPLES", 20)
+    checked = warm_start(points, "total", law, bootstrap=1000, delta=1e-3, seed=0)
+    assert checked.start is None
+    assert (checked.checked, checked.missed) == (20, 1)
+    assert checked.largest_excess == pytest.approx(0.01, rel=1e-6)
+    assert checked.summary()["refits"] == "full search"

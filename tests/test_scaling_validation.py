@@ -52,6 +52,10 @@ def test_a_flat_fit_is_not_supported_and_says_why_first(tmp_path, capsys):
     report = (out / "report.md").read_text().splitlines()
     assert report[2].startswith("**Fit NOT supported by the data**")
     assert capsys.readouterr().out.startswith("fit NOT supported by the data: ")
+    needs = record["grade"]["needs"]
+    assert needs and any("as many runs" in need or "term never reaches" in need for need in needs)
+    assert "What the data would need (orders of magnitude to plan the next sweep with):" in report
+    assert f"- {needs[0]}" in report
 
 
 def test_too_few_small_budget_runs_fail_the_extrapolation_check(tmp_path):
@@ -64,6 +68,7 @@ def test_too_few_small_budget_runs_fail_the_extrapolation_check(tmp_path):
     assert not checks["extrapolates"]["ok"] and not checks["identifiable"]["ok"]
     assert "--bootstrap 0" in checks["identifiable"]["detail"]
     assert not report.grade["supported"]
+    assert "6 more runs at budgets <= C_max / 2000" in " ".join(report.grade["needs"])
 
 
 def test_the_check_predicts_each_metric_from_its_refitted_frontier_law(tmp_path):

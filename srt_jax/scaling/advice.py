@@ -67,7 +67,11 @@ def check_advisable(path: Path, record: Mapping[str, Any], compute: float) -> No
     """Refuse an unsupported fit or a budget outside the range the runs can speak for."""
     if not record["supported"]:
         reasons = "; ".join(record["grade"]["reasons"])
-        raise DataError(f"{path}: the fit is not supported by its data, so no advice: {reasons}")
+        needs = record["grade"].get("needs")
+        needed = f". What the data would need: {'; '.join(needs)}" if needs else ""
+        raise DataError(
+            f"{path}: the fit is not supported by its data, so no advice: {reasons}{needed}"
+        )
     runs = [run["C"] for run in record["points_used"]["runs"]]
     low, high = min(runs), max(runs)
     if not math.isfinite(compute) or compute < low:

@@ -31,6 +31,7 @@ from srt_jax.scaling.laws import ChinchillaLaw
 from srt_jax.scaling.points import ParamsKind, ScalingPoints
 from srt_jax.scaling.predict import holdout_check
 from srt_jax.scaling.validation import EXTRAPOLATION_RESAMPLES, extrapolation_check, grade
+from srt_jax.scaling.warm_start import WarmStart, warm_start
 
 DEFAULT_TARGET_FACTOR = 10.0
 """Without --target-compute, predictions are made at this multiple of the largest C."""
@@ -104,6 +105,7 @@ class FitReport:
     grade: dict
     data_constrained: dict | None = None
     not_applicable: dict[str, str] = field(default_factory=dict)
+    warm_start: WarmStart = field(default_factory=lambda: WarmStart(start=None))
 
 
 def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
@@ -118,12 +120,23 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
     approach1 = _try(not_applicable, "approach1", lambda: _approach1(points, n, options))
     approach2 = _try(not_applicable, "approach2", lambda: _approach2(points, n, k, options))
 
+    workers = options.workers or default_workers(options.bootstrap)
+    warm = warm_start(
+        points,
+        options.params,
+        fit.law,
+        bootstrap=options.bootstrap,
+        delta=options.delta,
+        seed=options.seed,
+        workers=workers,
+        show_progress=options.show_progress,
+    )
     estimator = functools.partial(
         _estimates,
         options=options,
         k=k,
         target=target,
-        start=fit.law,
+        start=warm.start,
         with_approach1=approach1 is not None,
         approach2=approach2,
     )
@@ -133,7 +146,7 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
             estimator,
             options.bootstrap,
             options.seed,
-            workers=options.workers or default_workers(options.bootstrap),
+            workers=workers,
             show_progress=options.show_progress,
         )
         if options.bootstrap
@@ -146,6 +159,8 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
         delta=options.delta,
         resamples=min(options.bootstrap, EXTRAPOLATION_RESAMPLES),
         seed=options.seed,
+        workers=workers,
+        show_progress=options.show_progress,
     )
     data_constrained = None
     if (reason := repeats_data(points)) is not None:
@@ -194,9 +209,12 @@ def analyse(points: ScalingPoints, options: FitOptions) -> FitReport:
             options.max_extrapolation_error,
             n=n,
             tokens=points.tokens,
+            compute=points.compute,
+            unique_tokens=points.unique_tokens,
         ),
         data_constrained=data_constrained,
         not_applicable=not_applicable,
+        warm_start=warm,
     )
 
 
@@ -217,12 +235,13 @@ def _estimates(
     options: FitOptions,
     k: float,
     target: float,
-    start: ChinchillaLaw,
+    start: ChinchillaLaw | None,
     with_approach1: bool,
     approach2: Approach2Result | None,
 ) -> dict[str, float]:
-    """Bootstrap estimator: approach 3 (refitted from ``start``, the law of all the points)
-    always; approach 1/2 exponents where they apply."""
+    """Bootstrap estimator: approach 3 (refitted from ``start``, the law of all the points,
+    where :mod:`srt_jax.scaling.warm_start` allows; else a full search) always; approach 1/2
+    exponents where they apply."""
     n = sample.params(options.params)
     fit = fit_approach3(n, sample.tokens, sample.loss, delta=options.delta, start=start)
     out = law_estimates(fit, k, target)

@@ -79,13 +79,14 @@ def bootstrap_runs(
     *,
     workers: int = 1,
     show_progress: bool = True,
+    label: str = "bootstrap",
 ) -> BootstrapResult:
     """Apply ``estimator`` to ``n_resamples`` run-resamples of ``points`` drawn with
-    ``seed``, in ``workers`` processes (module docstring)."""
+    ``seed``, in ``workers`` processes (module docstring); ``label`` names the progress bar."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(points), size=(n_resamples, len(points)))
     rows: list[dict[str, float]] = []
-    with progress_bar(n_resamples, "bootstrap", unit="fit", disable=not show_progress) as bar:
+    with progress_bar(n_resamples, label, unit="fit", disable=not show_progress) as bar:
         for chunk in _estimated(points, estimator, draws, workers):
             rows.extend(chunk)
             bar.update(len(chunk))

@@ -50,6 +50,7 @@ def fit_record(report: FitReport, figures: list[Figure] = ()) -> dict:
             "seed": report.options.seed,
             "level": 0.95,
             "method": "percentile, resampling whole runs",
+            **report.warm_start.summary(),
             "estimates": intervals,
             "law_samples": {
                 name: report.bootstrap.samples[name].tolist()
@@ -255,11 +256,19 @@ def _grade_lines(grade: dict) -> list[str]:
     if grade["supported"]:
         details = "; ".join(check["detail"] for check in grade["checks"].values())
         return [f"**Fit supported**: {details}."]
-    return [
+    lines = [
         "**Fit NOT supported by the data** (`srt-jax advise` refuses it):",
         "",
         *[f"- {reason}" for reason in grade["reasons"]],
     ]
+    if grade.get("needs"):
+        lines += [
+            "",
+            "What the data would need (orders of magnitude to plan the next sweep with):",
+            "",
+            *[f"- {need}" for need in grade["needs"]],
+        ]
+    return lines
 
 
 def extrapolation_line(check: dict) -> str:

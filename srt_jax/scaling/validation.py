@@ -28,11 +28,14 @@ at the largest budget. It is reported, not graded: the grade is about the loss l
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from srt_jax.scaling.approach3 import Approach3Fit, fit_approach3
 from srt_jax.scaling.bootstrap import BootstrapResult, bootstrap_runs
 from srt_jax.scaling.frontier import fit_metric_law, law_values, pareto_frontier
+from srt_jax.scaling.needs import data_needs
 from srt_jax.scaling.points import ParamsKind, ScalingPoints
 from srt_jax.scaling.predict import MIN_FIT_RUNS
 
@@ -53,6 +56,8 @@ def extrapolation_check(
     delta: float,
     resamples: int,
     seed: int,
+    workers: int = 1,
+    show_progress: bool = False,
 ) -> dict:
     """Refit on the runs at budgets <= C_max / ``factor``; predict the largest budget's runs.
 
@@ -61,7 +66,7 @@ def extrapolation_check(
       factor: how far (in compute) the refit extrapolates, >= 1.
       delta: Huber threshold of approach 3.
       resamples: bootstrap resamples of the refit for the prediction intervals (0: none).
-      seed: their seed.
+      seed: their seed; workers: processes fitting them; show_progress: a progress bar.
 
     Returns:
       JSON-ready: ``skipped`` with the reason, or the runs used, the per-run predictions
@@ -75,7 +80,25 @@ def extrapolation_check(
     fit = fit_approach3(n[train], points.tokens[train], points.loss[train], delta=delta)
     predicted = fit.law.loss(n[held], points.tokens[held])
     relative = predicted / points.loss[held] - 1.0
-    intervals = _prediction_intervals(points, params, train, held, fit, resamples, seed)
+    intervals = None
+    if resamples:
+        predict = functools.partial(
+            _held_losses,
+            params=params,
+            delta=delta,
+            n_held=n[held],
+            d_held=points.tokens[held],
+        )
+        result = bootstrap_runs(
+            points.take(train),
+            predict,
+            resamples,
+            seed,
+            workers=workers,
+            show_progress=show_progress,
+            label="extrapolation check",
+        )
+        intervals = [result.interval(str(j)) for j in range(held.size)]
     per_run = []
     for j, i in enumerate(held):
         row = {
@@ -170,31 +193,17 @@ def extrapolation_split(compute: np.ndarray, factor: float) -> tuple[np.ndarray,
     return fitted, np.flatnonzero(compute >= compute.max() / BUDGET_TOLERANCE)
 
 
-def _prediction_intervals(
-    points: ScalingPoints,
+def _held_losses(
+    sample: ScalingPoints,
     params: ParamsKind,
-    train: np.ndarray,
-    held: np.ndarray,
-    fit: Approach3Fit,
-    resamples: int,
-    seed: int,
-) -> list[tuple[float, float]] | None:
-    """95% percentile intervals [held] of the held runs' predicted losses over bootstrap
-    refits (from ``fit``, the ``train`` runs' law) on resamples of the ``train`` runs (None
-    without resamples)."""
-    if resamples == 0:
-        return None
-    n_held, d_held = points.params(params)[held], points.tokens[held]
-
-    def predict(sample: ScalingPoints) -> dict[str, float]:
-        law = fit_approach3(
-            sample.params(params), sample.tokens, sample.loss, delta=fit.delta, start=fit.law
-        ).law
-        values = law.loss(n_held, d_held)
-        return {str(j): float(v) for j, v in enumerate(values)}
-
-    result = bootstrap_runs(points.take(train), predict, resamples, seed, show_progress=False)
-    return [result.interval(str(j)) for j in range(held.size)]
+    delta: float,
+    n_held: np.ndarray,
+    d_held: np.ndarray,
+) -> dict[str, float]:
+    """Bootstrap estimator of the extrapolation check: the held runs' losses [held] predicted
+    by approach 3 refitted to ``sample``, keyed by their position ("0", "1", ...)."""
+    law = fit_approach3(sample.params(params), sample.tokens, sample.loss, delta=delta).law
+    return {str(j): float(v) for j, v in enumerate(law.loss(n_held, d_held))}
 
 
 def grade(
@@ -205,9 +214,13 @@ def grade(
     *,
     n: np.ndarray,
     tokens: np.ndarray,
+    compute: np.ndarray,
+    unique_tokens: np.ndarray | None = None,
 ) -> dict:
-    """``{"supported", "checks": {name: {"ok", "detail"}}, "reasons"}`` (module docstring);
-    ``n`` and ``tokens`` [runs] are the fitted runs' N and D."""
+    """``{"supported", "checks": {name: {"ok", "detail"}}, "reasons", "needs"}`` (module
+    docstring); ``n``, ``tokens``, ``compute`` and ``unique_tokens`` [runs] are the fitted
+    runs' N, D, C and unique target tokens. ``needs`` says, for an unsupported fit, what
+    more runs or data would fix it (:func:`srt_jax.scaling.needs.data_needs`)."""
     checks = {
         "converged": {
             "ok": bool(fit.converged),
@@ -219,7 +232,22 @@ def grade(
         "extrapolates": _extrapolates(extrapolation, max_error),
     }
     reasons = [check["detail"] for check in checks.values() if not check["ok"]]
-    return {"supported": not reasons, "checks": checks, "reasons": reasons}
+    needs = (
+        data_needs(
+            checks,
+            n=n,
+            tokens=tokens,
+            compute=compute,
+            unique_tokens=unique_tokens,
+            max_width=MAX_EXPONENT_WIDTH,
+            min_share=MIN_TERM_SHARE,
+            factor=extrapolation["factor"],
+            min_fit_runs=MIN_FIT_RUNS,
+        )
+        if reasons
+        else []
+    )
+    return {"supported": not reasons, "checks": checks, "reasons": reasons, "needs": needs}
 
 
 def _identifiable(
