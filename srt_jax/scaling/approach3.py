@@ -22,7 +22,9 @@ y = D^-beta is linear in (E, A, B), so the five-parameter search reduces to two:
 A refit of resampled points (the bootstrap) may pass the law fitted to all of them as
 ``start``: then only the polish runs, from that law, which is five times faster. If it does
 not converge or ends with an exponent on a bound, the full search runs after all. On the
-Chinchilla set's resamples the two reach the same objective (tests/test_scaling_fit.py).
+Chinchilla set's resamples the two reach the same objective (tests/test_scaling_fit.py); on
+data that barely constrain the law they may not, so the bootstrap checks first
+(:mod:`srt_jax.scaling.warm_start`).
 
 Exponents stay within EXPONENT_BOUNDS in both searches (an exponent on a bound is
 reported: the data then show no power-law trend in that variable).
