@@ -1,6 +1,6 @@
 """benchmarks/bench_gpu.py, the one command for the GPU section of benchmarks/README.md,
 checked on the CPU (--allow-cpu): it refuses to start without a GPU unless told, and its
-quick run times both training variants and the evaluation and tabulates them."""
+quick run times both training variants and tabulates them."""
 
 import subprocess
 import sys
@@ -37,5 +37,5 @@ def test_the_quick_run_on_the_cpu_tabulates_both_variants(tmp_path):
     assert "float32_einsum (float32, einsum)" in summary
     assert "| 1.00x |" in summary  # the float32 row is its own baseline
     assert "Failed" not in summary
-    assert "last position, 64 users" in (out / "eval.txt").read_text()
+    assert not (out / "eval.txt").exists()
     assert "jax" in (out / "environment.txt").read_text()
