@@ -212,15 +212,28 @@ def _refit(
 ) -> Approach3Fit:
     """The polish alone, from ``start``'s parameters."""
     polish = _polish(start.theta, log_n, log_d, log_loss, delta)
+    return _polished_fit(polish, log_n, log_d, delta, None, None, started_from=start)
+
+
+def _polished_fit(
+    polish: LbfgsResult,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    delta: float,
+    grid_best: tuple[float, float] | None,
+    profile: LbfgsResult | None,
+    started_from: ChinchillaLaw | None = None,
+) -> Approach3Fit:
+    """The fit whose law is the polish's end point (uncentred), with the stages before it."""
     return Approach3Fit(
         law=ChinchillaLaw.from_theta(_uncentre(polish.theta, log_n.mean(), log_d.mean())),
         objective=polish.objective,
         delta=delta,
         n_points=log_n.size,
-        grid_best=None,
-        profile=None,
+        grid_best=grid_best,
+        profile=profile,
         polish=polish,
-        started_from=start,
+        started_from=started_from,
     )
 
 
@@ -268,16 +281,7 @@ def _fit(
     polish = _polish(
         np.concatenate([np.log(warm["coef"][0]), search.x]), log_n, log_d, log_loss, delta
     )
-    theta = _uncentre(polish.theta, log_n.mean(), log_d.mean())
-    return Approach3Fit(
-        law=ChinchillaLaw.from_theta(theta),
-        objective=polish.objective,
-        delta=delta,
-        n_points=log_n.size,
-        grid_best=grid_best,
-        profile=profile_result,
-        polish=polish,
-    )
+    return _polished_fit(polish, log_n, log_d, delta, grid_best, profile_result)
 
 
 def _polish(
