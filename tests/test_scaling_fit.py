@@ -295,6 +295,8 @@ def test_bootstrap_refits_start_from_the_point_law_only_when_checked():
     small = warm_start(points, "total", law, bootstrap=MIN_BOOTSTRAP - 1, delta=1e-3, seed=0)
     assert small.start is None and small.checked == 0
     assert small.summary()["refits"] == "full search"
+    flat = dataclasses.replace(law, E=0.0)
+    assert warm_start(points, "total", flat, bootstrap=1000, delta=1e-3, seed=0).checked == 0
 
 
 def test_one_refit_short_of_the_search_means_full_searches(monkeypatch):

@@ -9,7 +9,8 @@ fits :data:`CHECK_RESAMPLES` resamples (drawn with their own seed) both ways; on
 refit reaches the full search's objective (within :data:`OBJECTIVE_TOLERANCE`) do the
 bootstrap's refits start from the point law. Otherwise every resample gets a full search.
 A bootstrap of fewer than :data:`MIN_BOOTSTRAP` resamples is not checked (the check would
-cost more than the refits save): every resample gets a full search.
+cost more than the refits save), nor is a law with E, A or B at 0 (no refit starts from it):
+every resample gets a full search.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def warm_start(
 ) -> WarmStart:
     """For a bootstrap of ``bootstrap`` resamples, check refits from ``law`` (fitted to
     ``points``) against full searches (module doc)."""
-    if bootstrap < MIN_BOOTSTRAP:
-        return WarmStart(start=None)
+    if bootstrap < MIN_BOOTSTRAP or min(law.E, law.A, law.B) <= 0:
+        return WarmStart(start=None)  # not worth checking, or a law no refit starts from
     excess = functools.partial(_refit_excess, params=params, law=law, delta=delta)
     check = bootstrap_runs(
         points,
