@@ -196,11 +196,17 @@ def fit_approach3(
     """
     log_n, log_d, log_loss = _checked_logs(n, d, loss)
     with single_threaded_blas():
-        if start is not None and min(start.E, start.A, start.B) > 0:
+        if start is not None and can_refit_from(start):
             refit = _refit(start, log_n, log_d, log_loss, delta)
             if refit.converged and not refit.exponents_at_bound:
                 return refit
         return _fit(log_n, log_d, log_loss, delta, exponent_grid)
+
+
+def can_refit_from(law: ChinchillaLaw) -> bool:
+    """Whether a refit can start from ``law``: its E, A and B are positive (the polish
+    works on their logs)."""
+    return min(law.E, law.A, law.B) > 0
 
 
 def _refit(

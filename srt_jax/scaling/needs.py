@@ -63,22 +63,21 @@ def data_needs(
                     f"{'smaller models' if name == 'alpha' else 'fewer tokens'} than the "
                     f"smallest {symbol} = {values.min():.3g}, where that term is larger"
                 )
-    small = int(np.count_nonzero(compute <= compute.max() / factor))
     if not checks["extrapolates"]["ok"]:
-        if small < min_fit_runs:
-            lacking = min_fit_runs - small
+        cut = compute.max() / factor
+        small = compute[compute <= cut]
+        if small.size < min_fit_runs:
+            lacking = min_fit_runs - small.size
             needs.append(
                 f"{lacking} more run{'s' if lacking > 1 else ''} at budgets <= C_max / "
-                f"{factor:g} = {compute.max() / factor:.3g} FLOPs (the extrapolation check "
-                f"refits on at least {min_fit_runs}; there are {small})"
+                f"{factor:g} = {cut:.3g} FLOPs (the extrapolation check refits on at least "
+                f"{min_fit_runs}; there are {small.size})"
             )
         else:
-            budgets = len(
-                np.unique(np.round(np.log10(compute[compute <= compute.max() / factor]), 1))
-            )
+            budgets = len(np.unique(np.round(np.log10(small), 1)))
             needs.append(
-                f"runs at more budgets below C_max / {factor:g}: the law fitted to the {small} "
-                f"runs at {budgets} budgets there misses the largest budget"
+                f"runs at more budgets below C_max / {factor:g}: the law fitted to the "
+                f"{small.size} runs at {budgets} budgets there misses the largest budget"
             )
     if unique_tokens is not None:
         needs.extend(_fresh_data(tokens, unique_tokens))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srt_jax.scaling.approach3 import fit_approach3
+from srt_jax.scaling.approach3 import can_refit_from, fit_approach3
 from srt_jax.scaling.bootstrap import bootstrap_runs
 from srt_jax.scaling.laws import ChinchillaLaw
 from srt_jax.scaling.points import ParamsKind, ScalingPoints
@@ -68,7 +68,7 @@ def warm_start(
 ) -> WarmStart:
     """For a bootstrap of ``bootstrap`` resamples, check refits from ``law`` (fitted to
     ``points``) against full searches (module doc)."""
-    if bootstrap < MIN_BOOTSTRAP or min(law.E, law.A, law.B) <= 0:
+    if bootstrap < MIN_BOOTSTRAP or not can_refit_from(law):
         return WarmStart(start=None)  # not worth checking, or a law no refit starts from
     excess = functools.partial(_refit_excess, params=params, law=law, delta=delta)
     check = bootstrap_runs(
